@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds imgedge, starts it on the bundled demo config (conf/imgedge.yaml: local-directory
+# origin conf/demo-images/, in-memory cache) and prints signed URLs to try. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo build --locked --bin imgedge
+bin=target/debug/imgedge
+conf=conf/imgedge.yaml
+mkdir -p /tmp/imgedge-demo
+"$bin" check-config -c "$conf"
+sign() { "$bin" sign -c "$conf" --tenant demo "$1"; }
+cat <<MSG
+
+imgedge demo: edge on http://localhost:8080, metrics on http://127.0.0.1:9180/metrics
+Try (each URL is signed with the demo tenant's key):
+
+  curl -sv -o /tmp/coffee.webp '$(sign 'rs:fit:400:300/plain/coffee_600x400.jpg@webp')'
+  curl -sv -o /tmp/thumb.jpg   '$(sign 'pr:thumb/plain/astronaut_512.jpg')'
+  curl -sv -o /tmp/cat.png     '$(sign 'rs:fill:300:300/g:we/plain/chelsea_451x300.png')'
+
+Sign your own: $bin sign -c $conf --tenant demo 'rs:fill:200:200/plain/rocket_427x640.jpg@webp'
+
+MSG
+exec "$bin" -c "$conf"

@@ -1,0 +1,186 @@
+//! Configuration: `raw` is the YAML schema, `validate` turns it into the runtime types
+//! below once, at start-up, reporting every problem with its file, YAML path and tenant.
+//! Nothing at request time looks at raw config. No pingora, no tokio here.
+
+mod raw;
+mod units;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::options::{OriginRef, ParseContext};
+use crate::signature::KeyPair;
+use crate::transform;
+
+pub use units::{parse_bytes, parse_duration};
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    /// Pingora's `ServerConf` section, passed through to pingora.
+    pub pingora: Option<serde_yaml::Value>,
+    pub listen: Listen,
+    pub render: Render,
+    pub cache: Cache,
+    pub usage: Usage,
+    pub tenants: Vec<Arc<Tenant>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub edge: Vec<String>,
+    pub ops: Option<String>,
+    pub render_socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Render {
+    /// Async I/O threads of the render service.
+    pub threads: usize,
+    /// CPU workers for decode/resize/encode.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub memory_bytes: usize,
+    pub max_object_bytes: usize,
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub ledger: Option<String>,
+    pub flush_interval: Duration,
+}
+
+/// Per-tenant limits (global defaults from the top-level `limits:` section).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_src_bytes: u64,
+    pub max_src_pixels: u64,
+    pub max_result_dimension: u32,
+    pub origin_connect_timeout: Duration,
+    pub origin_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Local {
+        root: PathBuf,
+    },
+    Http {
+        base_url: String,
+    },
+    S3 {
+        bucket: String,
+        region: String,
+        endpoint: Option<String>,
+        virtual_hosted: bool,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        session_token: Option<String>,
+    },
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub hosts: Vec<String>,
+    pub keys: Vec<KeyPair>,
+    pub signature_size: usize,
+    pub allow_unsigned: bool,
+    pub origins: BTreeMap<String, Origin>,
+    pub default_origin: Option<String>,
+    pub presets: HashMap<String, String>,
+    pub limits: Limits,
+    pub quality: u8,
+    /// Freshness of transformed images.
+    pub cache_ttl: Duration,
+    /// Freshness of "source not found" answers.
+    pub not_found_ttl: Duration,
+    origin_refs: Vec<OriginRef>,
+}
+
+impl fmt::Debug for Tenant {
+    // keys and origin credentials stay out of logs
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("hosts", &self.hosts)
+            .field("keys", &self.keys.len())
+            .field("origins", &self.origins.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub fn parse_context(&self) -> ParseContext<'_> {
+        ParseContext {
+            presets: &self.presets,
+            origins: &self.origin_refs,
+            default_origin: self.default_origin.as_deref(),
+        }
+    }
+
+    pub fn transform_settings(&self) -> transform::Settings {
+        transform::Settings {
+            default_quality: self.quality,
+            max_src_pixels: self.limits.max_src_pixels,
+            max_result_dim: self.limits.max_result_dimension,
+        }
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// YAML path, e.g. `tenants[0].origins.photos.bucket`.
+    pub path: String,
+    pub tenant: Option<String>,
+    pub message: String,
+}
+
+/// Every problem found in one pass over a file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "  {}: {}", self.file.display(), p.path)?;
+            if let Some(t) = &p.tenant {
+                write!(f, " (tenant {t:?})")?;
+            }
+            writeln!(f, ": {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        problems: vec![Problem { path: String::new(), tenant: None, message: e.to_string() }],
+    })?;
+    load_str(&text, file)
+}
+
+/// Validates config text; `file` names it in errors and anchors relative paths.
+pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let raw = validate::parse(text).map_err(|p| ConfigError { file: file.to_path_buf(), problems: vec![p] })?;
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    validate::validate(raw, &base, file).map_err(|problems| ConfigError { file: file.to_path_buf(), problems })
+}

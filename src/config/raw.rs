@@ -1,0 +1,127 @@
+//! The user-facing YAML schema. Strict: unknown keys are errors. These structs are only
+//! read by `validate`, which turns them into the runtime types in `mod.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, Duration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Pingora's own `ServerConf` (threads, pid_file, upgrade_sock, grace periods...),
+    /// handed to pingora as is.
+    #[serde(default)]
+    pub pingora: Option<serde_yaml::Value>,
+    pub listen: RawListen,
+    #[serde(default)]
+    pub render: RawRender,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub usage: RawUsage,
+    /// Defaults for every tenant's limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub edge: Vec<String>,
+    pub ops: Option<String>,
+    pub render_socket: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRender {
+    pub threads: Option<usize>,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub memory: Option<ByteSize>,
+    pub max_object: Option<ByteSize>,
+    pub lock_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    pub ledger: Option<String>,
+    pub flush_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_src_bytes: Option<ByteSize>,
+    pub max_src_megapixels: Option<f64>,
+    pub max_result_dimension: Option<u32>,
+    pub origin_connect_timeout: Option<Duration>,
+    pub origin_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub id: String,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    pub signature_size: Option<usize>,
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    pub origins: BTreeMap<String, RawOrigin>,
+    pub default_origin: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub quality: Option<u8>,
+    #[serde(default)]
+    pub cache: RawTenantCache,
+    #[serde(default)]
+    pub presets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Hex, or `env:NAME`.
+    pub key: String,
+    /// Hex, or `env:NAME`.
+    pub salt: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantCache {
+    pub ttl: Option<Duration>,
+    pub not_found_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawOrigin {
+    Local {
+        root: String,
+    },
+    Http {
+        base_url: String,
+    },
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+        #[serde(default)]
+        virtual_hosted: bool,
+        /// Plain value or `env:NAME`.
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        session_token: Option<String>,
+    },
+}

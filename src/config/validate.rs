@@ -1,0 +1,445 @@
+//! Raw YAML → runtime config. Problems are collected, not returned at the first one, so
+//! an operator fixes a file in one round.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawLimits, RawOrigin, RawTenant};
+use super::{Cache, Config, Limits, Listen, Origin, Problem, Render, Tenant, Usage};
+use crate::options::{self, OriginRef, ParseContext};
+use crate::signature::KeyPair;
+
+const DEFAULT_MAX_SRC_BYTES: u64 = 50 << 20;
+const DEFAULT_MAX_SRC_MEGAPIXELS: f64 = 50.0;
+const DEFAULT_MAX_RESULT_DIMENSION: u32 = 8192;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TTL: Duration = Duration::from_secs(31_536_000);
+const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(60);
+
+/// Deserialises, naming the YAML path (and tenant, when inside one) of the first error.
+pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let tenant = tenant_of_path(text, &path);
+        let mut message = e.into_inner().to_string();
+        // serde_yaml appends " at line N column M" — keep it, it helps; strip the path
+        // serde repeats for nested errors
+        if let Some(idx) = message.find(": ").filter(|_| message.starts_with(&path) && !path.is_empty()) {
+            message = message[idx + 2..].to_owned();
+        }
+        Problem { path: if path == "." { String::new() } else { path }, tenant, message }
+    })
+}
+
+/// Finds the tenant id for a path like `tenants[2].keys[0]` by a loose re-read.
+fn tenant_of_path(text: &str, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("tenants[")?;
+    let idx: usize = rest.split(']').next()?.parse().ok()?;
+    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    value.get("tenants")?.get(idx)?.get("id")?.as_str().map(str::to_owned)
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+    tenant: Option<String>,
+}
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), tenant: self.tenant.clone(), message: message.into() });
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, Vec<Problem>> {
+    let _ = file;
+    let mut c = Collector { problems: Vec::new(), tenant: None };
+
+    if raw.listen.edge.is_empty() {
+        c.push("listen.edge", "at least one address is required");
+    }
+    for (i, addr) in raw.listen.edge.iter().enumerate() {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            c.push(format!("listen.edge[{i}]"), format!("{addr:?} is not an IP:port address"));
+        }
+    }
+    if let Some(ops) = &raw.listen.ops {
+        if ops.parse::<std::net::SocketAddr>().is_err() {
+            c.push("listen.ops", format!("{ops:?} is not an IP:port address"));
+        }
+    }
+    if raw.listen.render_socket.is_empty() {
+        c.push("listen.render_socket", "must not be empty");
+    }
+    let listen = Listen {
+        edge: raw.listen.edge.clone(),
+        ops: raw.listen.ops.clone(),
+        render_socket: base.join(&raw.listen.render_socket),
+    };
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let render = Render {
+        threads: raw.render.threads.unwrap_or(1).max(1),
+        workers: match raw.render.workers {
+            None | Some(0) => cores,
+            Some(n) => n,
+        },
+    };
+
+    let cache = Cache {
+        memory_bytes: raw.cache.memory.map_or(256 << 20, |b| b.0) as usize,
+        max_object_bytes: raw.cache.max_object.map_or(16 << 20, |b| b.0) as usize,
+        lock_timeout: raw.cache.lock_timeout.map_or(Duration::from_secs(30), |d| d.0),
+    };
+    if cache.memory_bytes == 0 {
+        c.push("cache.memory", "must be greater than 0");
+    }
+    if cache.max_object_bytes == 0 || cache.max_object_bytes > cache.memory_bytes.min(64 << 20) {
+        c.push("cache.max_object", "must be greater than 0 and at most cache.memory and 64MiB");
+    }
+
+    let usage = Usage {
+        ledger: raw.usage.ledger.clone(),
+        flush_interval: raw.usage.flush_interval.map_or(Duration::from_secs(10), |d| d.0),
+    };
+    if usage.flush_interval.is_zero() {
+        c.push("usage.flush_interval", "must be greater than 0");
+    }
+
+    let defaults = limits(&mut c, "limits", &raw.limits, None);
+
+    if raw.tenants.is_empty() {
+        c.push("tenants", "at least one tenant is required");
+    }
+    let mut ids = HashSet::new();
+    let mut hosts: HashMap<String, String> = HashMap::new();
+    let mut tenants = Vec::new();
+    for (i, t) in raw.tenants.iter().enumerate() {
+        c.tenant = Some(t.id.clone());
+        let at = format!("tenants[{i}]");
+        if !ids.insert(t.id.clone()) {
+            c.push(format!("{at}.id"), "duplicate tenant id");
+        }
+        for (j, h) in t.hosts.iter().enumerate() {
+            let h = h.to_ascii_lowercase();
+            if let Some(other) = hosts.insert(h.clone(), t.id.clone()) {
+                c.push(format!("{at}.hosts[{j}]"), format!("host {h:?} is already used by tenant {other:?}"));
+            }
+        }
+        if let Some(tenant) = tenant(&mut c, &at, t, &defaults, base) {
+            tenants.push(Arc::new(tenant));
+        }
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config { file: file.to_path_buf(), pingora: raw.pingora, listen, render, cache, usage, tenants })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn limits(c: &mut Collector, at: &str, raw: &RawLimits, base: Option<&Limits>) -> Limits {
+    let mp = raw
+        .max_src_megapixels
+        .unwrap_or_else(|| base.map_or(DEFAULT_MAX_SRC_MEGAPIXELS, |b| b.max_src_pixels as f64 / 1e6));
+    if !(mp > 0.0 && mp <= 1000.0) {
+        c.push(format!("{at}.max_src_megapixels"), "must be in (0, 1000]");
+    }
+    let l = Limits {
+        max_src_bytes: raw
+            .max_src_bytes
+            .map_or_else(|| base.map_or(DEFAULT_MAX_SRC_BYTES, |b| b.max_src_bytes), |b| b.0),
+        max_src_pixels: (mp * 1e6) as u64,
+        max_result_dimension: raw
+            .max_result_dimension
+            .unwrap_or_else(|| base.map_or(DEFAULT_MAX_RESULT_DIMENSION, |b| b.max_result_dimension)),
+        origin_connect_timeout: raw
+            .origin_connect_timeout
+            .map_or_else(|| base.map_or(DEFAULT_CONNECT_TIMEOUT, |b| b.origin_connect_timeout), |d| d.0),
+        origin_timeout: raw
+            .origin_timeout
+            .map_or_else(|| base.map_or(DEFAULT_ORIGIN_TIMEOUT, |b| b.origin_timeout), |d| d.0),
+    };
+    if l.max_src_bytes == 0 {
+        c.push(format!("{at}.max_src_bytes"), "must be greater than 0");
+    }
+    if l.max_result_dimension == 0 || l.max_result_dimension > 65_535 {
+        c.push(format!("{at}.max_result_dimension"), "must be in 1..=65535");
+    }
+    if l.origin_timeout.is_zero() || l.origin_connect_timeout.is_zero() {
+        c.push(format!("{at}.origin_timeout"), "timeouts must be greater than 0");
+    }
+    l
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Resolves `env:NAME` to the variable's value; anything else is the literal value.
+fn secret(c: &mut Collector, at: &str, value: &str) -> Option<String> {
+    match value.strip_prefix("env:") {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                c.push(at, format!("environment variable {var} is not set"));
+                None
+            }
+        },
+        None => Some(value.to_owned()),
+    }
+}
+
+fn hex_secret(c: &mut Collector, at: &str, value: &str) -> Option<Vec<u8>> {
+    let v = secret(c, at, value)?;
+    match hex::decode(v.trim()) {
+        Ok(b) if !b.is_empty() => Some(b),
+        Ok(_) => {
+            c.push(at, "must not be empty");
+            None
+        }
+        Err(_) => {
+            c.push(at, "must be hex-encoded");
+            None
+        }
+    }
+}
+
+fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &Path) -> Option<Tenant> {
+    let before = c.problems.len();
+    if !valid_name(&t.id) {
+        c.push(format!("{at}.id"), "must be 1-64 characters of [A-Za-z0-9_-]");
+    }
+    if t.hosts.is_empty() {
+        c.push(format!("{at}.hosts"), "at least one host is required");
+    }
+    for (j, h) in t.hosts.iter().enumerate() {
+        if h.is_empty() || h.contains(['/', ' ', ':']) {
+            c.push(format!("{at}.hosts[{j}]"), format!("{h:?} is not a host name (no scheme or port)"));
+        }
+    }
+
+    let mut keys = Vec::new();
+    for (j, k) in t.keys.iter().enumerate() {
+        let key = hex_secret(c, &format!("{at}.keys[{j}].key"), &k.key);
+        let salt = hex_secret(c, &format!("{at}.keys[{j}].salt"), &k.salt);
+        if let (Some(key), Some(salt)) = (key, salt) {
+            keys.push(KeyPair { key, salt });
+        }
+    }
+    if t.keys.is_empty() && !t.allow_unsigned {
+        c.push(format!("{at}.keys"), "at least one key/salt pair is required (or allow_unsigned: true)");
+    }
+    let signature_size = t.signature_size.unwrap_or(32);
+    if !(1..=32).contains(&signature_size) {
+        c.push(format!("{at}.signature_size"), "must be in 1..=32 bytes");
+    }
+
+    let mut origins = BTreeMap::new();
+    let mut origin_refs = Vec::new();
+    if t.origins.is_empty() {
+        c.push(format!("{at}.origins"), "at least one origin is required");
+    }
+    for (name, o) in &t.origins {
+        let oat = format!("{at}.origins.{name}");
+        if !valid_name(name) {
+            c.push(&oat, "origin names are 1-64 characters of [A-Za-z0-9_-]");
+        }
+        if let Some((origin, prefix)) = origin(c, &oat, o, base) {
+            origin_refs.push(OriginRef { name: name.clone(), url_prefix: prefix });
+            origins.insert(name.clone(), origin);
+        }
+    }
+    let default_origin = match &t.default_origin {
+        Some(d) if !t.origins.contains_key(d) => {
+            c.push(format!("{at}.default_origin"), format!("no origin named {d:?}"));
+            None
+        }
+        Some(d) => Some(d.clone()),
+        // one origin needs no name in URLs
+        None if t.origins.len() == 1 => t.origins.keys().next().cloned(),
+        None => None,
+    };
+
+    let limits = limits(c, &format!("{at}.limits"), &t.limits, Some(defaults));
+    let quality = t.quality.unwrap_or(80);
+    if !(1..=100).contains(&quality) {
+        c.push(format!("{at}.quality"), "must be in 1..=100");
+    }
+
+    let presets: HashMap<String, String> = t.presets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // presets are parsed once here so a typo fails the deploy, not the request
+    let check_refs = [OriginRef { name: "check".into(), url_prefix: None }];
+    let ctx = ParseContext { presets: &presets, origins: &check_refs, default_origin: Some("check") };
+    for name in t.presets.keys() {
+        if !valid_name(name) {
+            c.push(format!("{at}.presets.{name}"), "preset names are 1-64 characters of [A-Za-z0-9_-]");
+            continue;
+        }
+        if let Err(e) = options::parse(&format!("/pr:{name}/plain/check.jpg"), &ctx) {
+            c.push(format!("{at}.presets.{name}"), e.to_string());
+        }
+    }
+
+    let cache_ttl = t.cache.ttl.map_or(DEFAULT_TTL, |d| d.0);
+    let not_found_ttl = t.cache.not_found_ttl.map_or(DEFAULT_NOT_FOUND_TTL, |d| d.0);
+
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(Tenant {
+        id: t.id.clone(),
+        hosts: t.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        keys,
+        signature_size,
+        allow_unsigned: t.allow_unsigned,
+        origins,
+        default_origin,
+        presets,
+        limits,
+        quality,
+        cache_ttl,
+        not_found_ttl,
+        origin_refs,
+    })
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len()
+}
+
+fn origin(c: &mut Collector, at: &str, o: &RawOrigin, base: &Path) -> Option<(Origin, Option<String>)> {
+    match o {
+        RawOrigin::Local { root } => {
+            let root = base.join(root);
+            if !root.is_dir() {
+                c.push(format!("{at}.root"), format!("{} is not a directory", root.display()));
+                return None;
+            }
+            Some((Origin::Local { root }, None))
+        }
+        RawOrigin::Http { base_url } => {
+            if !is_http_url(base_url) {
+                c.push(format!("{at}.base_url"), "must be an http:// or https:// URL");
+                return None;
+            }
+            // the trailing slash keeps `https://a.com@evil.com` from matching the prefix
+            let mut url = base_url.clone();
+            if !url.ends_with('/') {
+                url.push('/');
+            }
+            Some((Origin::Http { base_url: url.clone() }, Some(url)))
+        }
+        RawOrigin::S3 { bucket, region, endpoint, virtual_hosted, access_key_id, secret_access_key, session_token } => {
+            let before = c.problems.len();
+            if bucket.is_empty() {
+                c.push(format!("{at}.bucket"), "must not be empty");
+            }
+            if let Some(e) = endpoint {
+                if !is_http_url(e) {
+                    c.push(format!("{at}.endpoint"), "must be an http:// or https:// URL");
+                }
+            }
+            let mut get =
+                |name: &str, v: &Option<String>| v.as_deref().and_then(|v| secret(c, &format!("{at}.{name}"), v));
+            let access_key_id = get("access_key_id", access_key_id);
+            let secret_access_key = get("secret_access_key", secret_access_key);
+            let session_token = get("session_token", session_token);
+            if access_key_id.is_some() != secret_access_key.is_some() {
+                c.push(at, "access_key_id and secret_access_key go together");
+            }
+            if c.problems.len() > before {
+                return None;
+            }
+            Some((
+                Origin::S3 {
+                    bucket: bucket.clone(),
+                    region: region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+                    endpoint: endpoint.clone(),
+                    virtual_hosted: *virtual_hosted,
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                },
+                Some(format!("s3://{bucket}/")),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::load_str;
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+listen: {edge: ["127.0.0.1:8080"], ops: "127.0.0.1:9180", render_socket: render.sock}
+tenants:
+  - id: acme
+    hosts: [img.acme.test]
+    keys: [{key: "736563726574", salt: "68656c6c6f"}]
+    origins:
+      web: {type: http, base_url: "https://static.acme.test"}
+    presets: {thumb: "rs:fill:100:100"}
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
+        let t = &c.tenants[0];
+        assert_eq!(t.default_origin.as_deref(), Some("web"));
+        assert_eq!(t.signature_size, 32);
+        assert_eq!(c.listen.render_socket, Path::new("/tmp/render.sock"));
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_tenant() {
+        let bad = GOOD.replace("presets:", "presetz:");
+        let e = load_str(&bad, Path::new("x.yaml")).unwrap_err();
+        let p = &e.problems[0];
+        assert_eq!(p.path, "tenants[0]");
+        assert_eq!(p.tenant.as_deref(), Some("acme"));
+        assert!(p.message.contains("unknown field `presetz`"), "{}", p.message);
+        assert!(e.to_string().contains("x.yaml"));
+    }
+
+    #[test]
+    fn all_problems_in_one_pass() {
+        let bad = r#"
+listen: {edge: ["nope"], render_socket: r.sock}
+tenants:
+  - id: a
+    hosts: [a.test]
+    keys: [{key: "zz", salt: "env:IMGEDGE_TEST_UNSET_VAR"}]
+    origins: {w: {type: http, base_url: "ftp://x"}}
+    default_origin: other
+    quality: 0
+    presets: {p: "bogus:1"}
+  - id: b
+    hosts: [A.test]
+    origins: {w: {type: local, root: /definitely/not/here}}
+"#;
+        let e = load_str(bad, Path::new("bad.yaml")).unwrap_err();
+        let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "listen.edge[0]",
+            "tenants[0].keys[0].key",
+            "tenants[0].keys[0].salt",
+            "tenants[0].origins.w.base_url",
+            "tenants[0].default_origin",
+            "tenants[0].quality",
+            "tenants[0].presets.p",
+            "tenants[1].hosts[0]",
+            "tenants[1].keys",
+            "tenants[1].origins.w.root",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+        let b = e.problems.iter().find(|p| p.path == "tenants[1].keys").unwrap();
+        assert_eq!(b.tenant.as_deref(), Some("b"));
+    }
+}

@@ -1,0 +1,240 @@
+//! The edge: pingora-proxy's `ProxyHttp`. Each hook is a few lines that call the module
+//! owning the concern. Cheap checks run first (tenant, signature, options); hits are
+//! answered by pingora-cache; misses go to the render service over a Unix socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use once_cell::sync::Lazy;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_cache::cache_control::CacheControl;
+use pingora_cache::filters::resp_cacheable;
+use pingora_cache::key::CacheKey;
+use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::cache::{self, EdgeCache};
+use crate::config::Tenant;
+use crate::error::Error;
+use crate::metrics;
+use crate::options;
+use crate::render::{REQUEST_HEADER, TENANT_HEADER};
+use crate::signature;
+
+/// Host → tenant, built once from config.
+pub struct Tenants {
+    by_host: HashMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn new(tenants: &[Arc<Tenant>]) -> Self {
+        let mut by_host = HashMap::new();
+        for t in tenants {
+            for h in &t.hosts {
+                by_host.insert(h.clone(), t.clone());
+            }
+        }
+        Tenants { by_host }
+    }
+
+    /// Looks up by the `Host` header (or the HTTP/2 authority), ignoring port and case.
+    pub fn resolve(&self, req: &RequestHeader) -> Option<Arc<Tenant>> {
+        let host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host())?;
+        let name = strip_port(host);
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_host.get(&name.to_ascii_lowercase()).cloned()
+        } else {
+            self.by_host.get(name).cloned()
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+pub struct Edge {
+    tenants: Tenants,
+    cache: EdgeCache,
+    render_socket: String,
+}
+
+impl Edge {
+    pub fn new(tenants: Tenants, cache: EdgeCache, render_socket: String) -> Self {
+        Edge { tenants, cache, render_socket }
+    }
+
+    /// Tenant, signature, options, expiry — everything that decides whether this request
+    /// deserves any work, in order of cost.
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Error> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return Err(Error::Method);
+        }
+        let tenant = self.tenants.resolve(req).ok_or(Error::UnknownTenant)?;
+        ctx.tenant = Some(tenant.clone());
+        let path = req.uri.path();
+        let (sig, rest) =
+            signature::split_signed_path(path).ok_or(Error::Signature(signature::SignatureError::Missing))?;
+        if !tenant.allow_unsigned {
+            signature::verify(&tenant.keys, tenant.signature_size, sig, rest)?;
+        }
+        let parsed = options::parse(rest, &tenant.parse_context())?;
+        if let Some(exp) = parsed.expires {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if now >= exp {
+                return Err(Error::Expired);
+            }
+        }
+        ctx.format = parsed.request.options.format.map_or("src", |f| f.ext());
+        ctx.canonical = parsed.request.canonical();
+        Ok(())
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    tenant: Option<Arc<Tenant>>,
+    canonical: String,
+    /// Output format part of the cache key: explicit format or `src` (keep the source's).
+    format: &'static str,
+    /// Set when the edge answered by itself (rejections).
+    rejected: bool,
+    /// Set when the request went to render (a miss, cacheable or not).
+    upstream: bool,
+}
+
+static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
+
+/// Writes an error answer from the edge: short text, never cached.
+async fn respond_error(session: &mut Session, e: &Error) -> Result<()> {
+    let body = Bytes::from(format!("{}\n", e.public_message()));
+    let mut resp = ResponseHeader::build(e.status(), Some(5))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-content-type-options", "nosniff")?;
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn cache_label(session: &Session, ctx: &Ctx) -> &'static str {
+    if ctx.rejected {
+        return "none";
+    }
+    match session.cache.phase() {
+        CachePhase::Hit => "hit",
+        CachePhase::Stale | CachePhase::StaleUpdating => "stale",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        CachePhase::Miss | CachePhase::Expired => "miss",
+        // an uncacheable answer (an error) still went to render: a miss, not a bypass
+        _ if ctx.upstream => "miss",
+        _ => "bypass",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx { started: Instant::now(), tenant: None, canonical: String::new(), format: "src", rejected: false, upstream: false }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.admit(session, ctx) {
+            Ok(()) => Ok(false),
+            Err(e) => {
+                ctx.rejected = true;
+                respond_error(session, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        session.cache.enable(self.cache.storage, None, None, Some(self.cache.lock), None);
+        session.cache.set_max_file_size_bytes(self.cache.max_object);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let tenant =
+            ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
+        Ok(cache::key(&tenant.id, &ctx.canonical, ctx.format))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        // only finished images and "not found" are cacheable; render marks the rest no-store
+        if !matches!(resp.status.as_u16(), 200 | 404) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        Ok(resp_cacheable(cc.as_ref(), resp.clone(), false, &NO_DEFAULTS))
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.upstream = true;
+        Ok(Box::new(HttpPeer::new_uds(&self.render_socket, false, String::new())?))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let tenant =
+            ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
+        up.set_uri(http::Uri::from_static("/render"));
+        // render trusts only what the edge sets; nothing of the client's passes through
+        let names: Vec<_> = up.headers.keys().cloned().collect();
+        for name in names {
+            up.remove_header(&name);
+        }
+        up.insert_header("host", "render")?;
+        up.insert_header(TENANT_HEADER, tenant.id.as_str())?;
+        up.insert_header(REQUEST_HEADER, ctx.canonical.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let label = match cache_label(session, ctx) {
+            "hit" | "revalidated" => "HIT",
+            "stale" => "STALE",
+            "miss" => "MISS",
+            _ => "BYPASS",
+        };
+        resp.insert_header("x-cache", label)?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        metrics::request(
+            code,
+            cache_label(session, ctx),
+            ctx.started.elapsed().as_secs_f64(),
+            session.body_bytes_sent(),
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The one place that maps failures to HTTP statuses, public messages and metric
+//! categories. Everything else returns typed errors; `edge` and `render` turn them into
+//! responses through [`Error::status`] and [`Error::public_message`].
+
+use crate::options::OptionError;
+use crate::signature::SignatureError;
+use crate::transform::TransformError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown host")]
+    UnknownTenant,
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("URL expired")]
+    Expired,
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    #[error("method not allowed")]
+    Method,
+    #[error("source not found")]
+    SourceNotFound,
+    #[error("source is larger than {0} bytes")]
+    SourceTooBig(u64),
+    #[error("origin error: {0}")]
+    Origin(String),
+    #[error("origin timed out")]
+    OriginTimeout,
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error("render failed: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::UnknownTenant | Error::SourceNotFound => 404,
+            // imgproxy answers 404 for expired URLs, so CDNs treat them like missing objects
+            Error::Expired => 404,
+            Error::Signature(_) => 403,
+            Error::Options(_) => 400,
+            Error::Method => 405,
+            Error::SourceTooBig(_) => 413,
+            Error::Origin(_) => 502,
+            Error::OriginTimeout => 504,
+            Error::Transform(t) => match t {
+                TransformError::UnsupportedSource | TransformError::UnsupportedOutput(_) => 415,
+                TransformError::SourceTooLarge { .. }
+                | TransformError::ResultTooLarge(..)
+                | TransformError::Decode(_) => 422,
+                TransformError::Encode(_) => 500,
+            },
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// Short text safe to show to clients: never origin internals or credentials.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Origin(_) => "origin error".to_owned(),
+            Error::Internal(_) => "internal error".to_owned(),
+            Error::Transform(TransformError::Encode(_)) => "cannot encode result".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Low-cardinality category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::UnknownTenant => "unknown_tenant",
+            Error::Signature(_) => "signature",
+            Error::Expired => "expired",
+            Error::Options(_) => "options",
+            Error::Method => "method",
+            Error::SourceNotFound => "not_found",
+            Error::SourceTooBig(_) => "source_too_big",
+            Error::Origin(_) => "origin",
+            Error::OriginTimeout => "origin_timeout",
+            Error::Transform(TransformError::Decode(_)) => "decode",
+            Error::Transform(TransformError::Encode(_)) => "encode",
+            Error::Transform(TransformError::UnsupportedSource)
+            | Error::Transform(TransformError::UnsupportedOutput(_)) => "unsupported",
+            Error::Transform(_) => "limits",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_imgproxy() {
+        assert_eq!(Error::Expired.status(), 404);
+        assert_eq!(Error::Signature(SignatureError::Invalid).status(), 403);
+        assert_eq!(Error::Options(OptionError::UnknownOption("x".into())).status(), 400);
+        assert_eq!(Error::Transform(TransformError::UnsupportedSource).status(), 415);
+        assert_eq!(Error::OriginTimeout.status(), 504);
+        assert_eq!(Error::Origin("boom".into()).public_message(), "origin error");
+    }
+}

@@ -1,0 +1,100 @@
+//! imgedge command line: `serve` (default), `check-config`, `sign`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use imgedge::{config, server, signature};
+
+#[derive(Parser)]
+#[command(name = "imgedge", version, about = "Multi-tenant image-transformation CDN origin")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `serve`, the default command).
+    #[arg(short, long, global = true, default_value = "conf/imgedge.yaml")]
+    conf: PathBuf,
+    /// Run in the background (pingora daemon mode).
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (default).
+    Serve,
+    /// Validate the config file and exit: prints every problem with its YAML path.
+    CheckConfig,
+    /// Print a signed URL for a tenant, e.g. `sign --tenant demo rs:fit:300:0/plain/cups.jpg@webp`.
+    Sign {
+        #[arg(long)]
+        tenant: String,
+        /// Add `exp:` so the URL stops working after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Options and source, e.g. `rs:fill:400:300/plain/photo.jpg@webp`.
+        path: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imgedge: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::load(&cli.conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            server::server_conf(&config).map_err(anyhow::Error::msg)?;
+            println!("{}: OK ({} tenants)", cli.conf.display(), config.tenants.len());
+            Ok(())
+        }
+        Command::Sign { tenant, expires_in, path } => {
+            let t = config.tenants.iter().find(|t| t.id == tenant).with_context(|| format!("no tenant {tenant:?}"))?;
+            let mut path = path.trim_start_matches('/').to_owned();
+            if let Some(secs) = expires_in {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+                path = format!("exp:{}/{path}", now + secs);
+            }
+            let path = format!("/{path}");
+            let sig = match t.keys.first() {
+                Some(pair) => signature::sign(pair, &path, t.signature_size),
+                None if t.allow_unsigned => "unsafe".to_owned(),
+                None => bail!("tenant {tenant:?} has no keys"),
+            };
+            let host = t.hosts.first().context("tenant has no host")?;
+            let port = config.listen.edge.first().and_then(|a| a.rsplit(':').next()).unwrap_or("80");
+            println!("http://{host}:{port}/{sig}{path}");
+            Ok(())
+        }
+        Command::Serve => {
+            init_logging();
+            server::run(config, cli.daemon, cli.upgrade).map_err(anyhow::Error::msg)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMGEDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("IMGEDGE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,137 @@
+//! The render service: an internal HTTP app on a Unix socket that the edge uses as its
+//! upstream on cache misses. It fetches the original, transforms it on a bounded CPU
+//! pool and answers one complete response — exact `Content-Length`, `ETag`,
+//! `Cache-Control` — or a typed error with `no-store` (a short TTL for 404).
+//!
+//! The request line is `GET /render` with the tenant and the canonical request in
+//! internal headers; the socket is private to the process owner, and the edge sets those
+//! headers itself, so render trusts them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use tokio::sync::Semaphore;
+
+use crate::config::Tenant;
+use crate::error::Error;
+use crate::metrics;
+use crate::options::{self, ImageRequest};
+use crate::origin::{Fetched, Origins};
+use crate::transform::{self, Encoded};
+
+pub const TENANT_HEADER: &str = "x-imgedge-tenant";
+pub const REQUEST_HEADER: &str = "x-imgedge-request";
+
+struct TenantRuntime {
+    tenant: Arc<Tenant>,
+    origins: Origins,
+}
+
+pub struct Render {
+    tenants: HashMap<String, TenantRuntime>,
+    /// Bounds CPU-heavy work to the configured worker count.
+    workers: Arc<Semaphore>,
+}
+
+impl Render {
+    pub fn new(tenants: &[Arc<Tenant>], workers: usize) -> Result<Render, String> {
+        let mut map = HashMap::new();
+        for t in tenants {
+            map.insert(t.id.clone(), TenantRuntime { tenant: t.clone(), origins: Origins::build(t)? });
+        }
+        Ok(Render { tenants: map, workers: Arc::new(Semaphore::new(workers.max(1))) })
+    }
+
+    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Encoded, String, &Tenant), Error> {
+        let rt = self.tenants.get(tenant_id).ok_or_else(|| Error::Internal(format!("unknown tenant {tenant_id:?}")))?;
+        let req = options::parse_canonical(canonical)?;
+        let fetch_timer = metrics::render_span("fetch").start_timer();
+        let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
+        fetch_timer.observe_duration();
+
+        let queued = Instant::now();
+        let _permit = self.workers.acquire().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
+        metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
+        let settings = rt.tenant.transform_settings();
+        let opts = req.options.clone();
+        let transform_timer = metrics::render_span("transform").start_timer();
+        // CPU work leaves the async runtime; the permit above bounds how much runs at once
+        let encoded = tokio::task::spawn_blocking(move || transform::run(&bytes, &opts, &settings))
+            .await
+            .map_err(|e| Error::Internal(format!("transform task: {e}")))??;
+        transform_timer.observe_duration();
+        Ok((encoded, etag_for(tenant_id, &req, etag.as_deref()), &rt.tenant))
+    }
+}
+
+/// Strong ETag: a hash of what was asked (tenant, canonical request) and of which
+/// original it was made from (the origin's validator).
+fn etag_for(tenant: &str, req: &ImageRequest, origin_etag: Option<&str>) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in [tenant, &req.canonical(), origin_etag.unwrap_or("")] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex = h.finalize().to_hex();
+    format!("\"{}\"", &hex[..32])
+}
+
+/// Plain-text error response; only 404 may be cached, briefly.
+pub fn error_response(e: &Error, not_found_ttl: Option<u64>) -> Response<Vec<u8>> {
+    let status = e.status();
+    let cache_control = match (status, not_found_ttl) {
+        (404, Some(ttl)) if ttl > 0 => format!("public, max-age={ttl}"),
+        _ => "no-store".to_owned(),
+    };
+    let body = format!("{}\n", e.public_message()).into_bytes();
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .header("cache-control", cache_control)
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Render {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let _in_progress = metrics::InProgress::start();
+        let header =
+            |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (Some(tenant_id), Some(canonical)) = (header(TENANT_HEADER), header(REQUEST_HEADER)) else {
+            metrics::render("bad_request");
+            return error_response(&Error::Internal("missing render headers".into()), None);
+        };
+        match self.render(&tenant_id, &canonical).await {
+            Ok((out, etag, tenant)) => {
+                metrics::render("ok");
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", out.format.mime())
+                    .header("content-length", out.bytes.len())
+                    .header("etag", etag)
+                    .header("cache-control", format!("public, max-age={}, immutable", tenant.cache_ttl.as_secs()))
+                    .header("x-content-type-options", "nosniff")
+                    .header("x-result-width", out.width)
+                    .header("x-result-height", out.height)
+                    .body(out.bytes)
+                    .unwrap_or_default()
+            }
+            Err(e) => {
+                metrics::render(e.category());
+                if e.status() >= 500 {
+                    tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
+                }
+                let ttl = self.tenants.get(&tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
+                error_response(&e, ttl)
+            }
+        }
+    }
+}

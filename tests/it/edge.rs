@@ -1,0 +1,200 @@
+//! Edge behaviour through the running server: signatures, tenants, options, expiry,
+//! caching.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::harness::{dims, local_tenant, sign, Imgedge, KEY, SALT};
+
+const HOST: &str = "img.test";
+
+#[tokio::test]
+async fn signed_url_is_resized_in_the_requested_format() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let cases = [
+        ("/rs:fit:300:300/plain/coffee_600x400.jpg@webp", image::ImageFormat::WebP, "image/webp", (300, 200)),
+        ("/rs:fill:100:100/plain/coffee_600x400.jpg", image::ImageFormat::Jpeg, "image/jpeg", (100, 100)),
+        ("/w:200/plain/chelsea_451x300.png@png", image::ImageFormat::Png, "image/png", (200, 133)),
+        ("/rs:force:50:80/f:jpg/plain/chelsea_451x300.png", image::ImageFormat::Jpeg, "image/jpeg", (50, 80)),
+        ("/h:100/dpr:2/plain/astronaut_512.jpg", image::ImageFormat::Jpeg, "image/jpeg", (200, 200)),
+        ("/pr:thumb/plain/coffee_600x400.jpg@webp", image::ImageFormat::WebP, "image/webp", (100, 100)),
+    ];
+    for (path, format, mime, (w, h)) in cases {
+        let r = s.get(HOST, &sign(path)).await;
+        assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
+        assert_eq!(r.headers()["content-type"], mime, "{path}");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable", "{path}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.headers()["etag"].to_str().unwrap().starts_with('"'), "strong etag");
+        let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), len, "{path}: exact content-length");
+        assert_eq!(dims(&body), (format, w, h), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn source_format_is_kept_without_an_explicit_one() {
+    let s = Imgedge::start(&local_tenant()).await;
+    for (src, want) in [
+        ("coffee_600x400.jpg", "image/jpeg"),
+        ("chelsea_451x300.png", "image/png"),
+        ("coffee_300x200_lossy.webp", "image/webp"),
+    ] {
+        let r = s.get(HOST, &sign(&format!("/w:50/plain/{src}"))).await;
+        assert_eq!(r.status(), 200, "{src}");
+        assert_eq!(r.headers()["content-type"], want, "{src}");
+    }
+}
+
+#[tokio::test]
+async fn signature_failures_are_403() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let good = sign("/w:100/plain/coffee_600x400.jpg");
+    // tampered path, bad signature, missing signature, garbage
+    let tampered = good.replace("w:100", "w:101");
+    for path in [
+        tampered.as_str(),
+        "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/w:100/plain/coffee_600x400.jpg",
+        "/w:100/plain/coffee_600x400.jpg",
+        "/",
+        "/unsafe/w:100/plain/coffee_600x400.jpg",
+    ] {
+        let r = s.get(HOST, path).await;
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+    }
+    assert_eq!(s.get(HOST, &good).await.status(), 200);
+}
+
+#[tokio::test]
+async fn rotated_keys_and_truncated_signatures() {
+    let tenant = format!(
+        r#"  - id: rot
+    hosts: [rot.test]
+    signature_size: 8
+    keys:
+      - {{key: "6f6c64", salt: "6f6c64"}}
+      - {{key: "{KEY}", salt: "{SALT}"}}
+    origins:
+      local: {{type: local, root: "{}"}}
+"#,
+        crate::harness::images_dir().display()
+    );
+    let s = Imgedge::start(&tenant).await;
+    let path = "/w:64/plain/coffee_600x400.jpg";
+    let pair = imgedge::signature::KeyPair { key: hex::decode(KEY).unwrap(), salt: hex::decode(SALT).unwrap() };
+    let sig8 = imgedge::signature::sign(&pair, path, 8);
+    assert_eq!(s.get("rot.test", &format!("/{sig8}{path}")).await.status(), 200, "second pair, 8 bytes");
+    let sig32 = imgedge::signature::sign(&pair, path, 32);
+    assert_eq!(s.get("rot.test", &format!("/{sig32}{path}")).await.status(), 403, "full length is not 8 bytes");
+}
+
+#[tokio::test]
+async fn unknown_host_is_404() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let r = s.get("other.test", &sign("/w:100/plain/coffee_600x400.jpg")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    // host matching ignores case and port
+    assert_eq!(s.get("IMG.test:8080", &sign("/w:100/plain/coffee_600x400.jpg")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_options_are_400_and_name_the_option() {
+    let s = Imgedge::start(&local_tenant()).await;
+    for (path, needle) in [
+        ("/frobnicate:1/plain/coffee_600x400.jpg", "frobnicate"),
+        ("/w:abc/plain/coffee_600x400.jpg", "w"),
+        ("/pr:nope/plain/coffee_600x400.jpg", "nope"),
+        ("/w:100/plain/coffee_600x400.jpg@tiff", "tiff"),
+        ("/w:100/plain/a/..%2Fsecret.jpg", "source"),
+        ("/w:100/plain/https://elsewhere.test/a.jpg", "origin"),
+    ] {
+        let r = s.get(HOST, &sign(path)).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(needle), "{path}: {body:?} should name {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn expired_urls_are_404_and_live_ones_served() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let r = s.get(HOST, &sign(&format!("/exp:{}/w:80/plain/coffee_600x400.jpg", now - 1))).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap().trim(), "URL expired");
+    let r = s.get(HOST, &sign(&format!("/exp:{}/w:80/plain/coffee_600x400.jpg", now + 3600))).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn miss_then_hit_with_identical_bytes() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let path = sign("/rs:fit:120:120/plain/coffee_600x400.jpg@webp");
+    let first = s.get(HOST, &path).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let etag = first.headers()["etag"].clone();
+    let a = first.bytes().await.unwrap();
+    let second = s.get(HOST, &path).await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second.headers()["etag"], etag);
+    assert_eq!(second.headers()["content-length"].to_str().unwrap(), a.len().to_string());
+    assert_eq!(second.bytes().await.unwrap(), a);
+
+    // the same transform spelled differently is the same cache entry
+    let r = s.get(HOST, &sign("/rt:fit/w:120/h:120/plain/local:coffee_600x400.jpg@webp")).await;
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    // a different format is a different entry
+    let r = s.get(HOST, &sign("/rs:fit:120:120/plain/coffee_600x400.jpg@png")).await;
+    assert_eq!(r.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test]
+async fn head_and_methods() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let path = sign("/w:90/plain/coffee_600x400.jpg");
+    let r = s.request(reqwest::Method::HEAD, HOST, &path, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    let r = s.request(reqwest::Method::POST, HOST, &path, &[]).await;
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn missing_source_is_404_and_cached_briefly() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let path = sign("/w:90/plain/does/not/exist.jpg");
+    let r = s.get(HOST, &path).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let r = s.get(HOST, &path).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-cache"], "HIT");
+}
+
+#[tokio::test]
+async fn undecodable_source_is_rejected_and_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("page.jpg"), b"<html><script>alert(1)</script></html>").unwrap();
+    let tenant = format!(
+        r#"  - id: t2
+    hosts: [img.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      local: {{type: local, root: "{}"}}
+"#,
+        dir.path().display()
+    );
+    let s = Imgedge::start(&tenant).await;
+    let path = sign("/w:90/plain/page.jpg");
+    for _ in 0..2 {
+        let r = s.get(HOST, &path).await;
+        assert_eq!(r.status(), 415);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(r.headers()["x-cache"], "MISS");
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    }
+}

@@ -1,0 +1,345 @@
+//! Test harness: runs the real `imgedge` binary on ephemeral loopback ports with a
+//! generated config, plus real origins (an HTTP file server with fault modes and an
+//! S3 server with SigV4 enforced, both in-process on 127.0.0.1:0).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imgedge::signature::{self, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// hex("secret") / hex("hello"): imgproxy's documented example pair.
+pub const KEY: &str = "736563726574";
+pub const SALT: &str = "68656c6c6f";
+
+pub fn images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images")
+}
+
+/// Signs `path` (starting with `/`) with the default test pair.
+pub fn sign(path: &str) -> String {
+    let pair = KeyPair { key: hex::decode(KEY).unwrap(), salt: hex::decode(SALT).unwrap() };
+    format!("/{}{}", signature::sign(&pair, path, 32), path)
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running imgedge process; killed on drop.
+pub struct Imgedge {
+    child: Child,
+    pub edge: SocketAddr,
+    pub ops: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    client: reqwest::Client,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imgedge")
+}
+
+/// Config text for a server with the given `tenants:` YAML (a list, indented by two).
+pub fn config_text(dir: &Path, edge: u16, ops: u16, tenants: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"pingora:
+  threads: 2
+  pid_file: {d}/imgedge.pid
+  upgrade_sock: {d}/upgrade.sock
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+listen:
+  edge: ["127.0.0.1:{edge}"]
+  ops: "127.0.0.1:{ops}"
+  render_socket: {d}/render.sock
+render:
+  workers: 2
+cache:
+  memory: 64MiB
+  max_object: 16MiB
+tenants:
+{tenants}"#
+    )
+}
+
+/// The default test tenant: host `img.test`, local origin over tests/data/images.
+pub fn local_tenant() -> String {
+    format!(
+        r#"  - id: t1
+    hosts: [img.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      local: {{type: local, root: "{}"}}
+    presets:
+      thumb: "rs:fill:100:100/q:70"
+"#,
+        images_dir().display()
+    )
+}
+
+impl Imgedge {
+    pub async fn start(tenants: &str) -> Imgedge {
+        let dir = tempfile::tempdir().unwrap();
+        let (edge, ops) = (free_port(), free_port());
+        let config = dir.path().join("imgedge.yaml");
+        std::fs::write(&config, config_text(dir.path(), edge, ops, tenants)).unwrap();
+        let log = std::fs::File::create(dir.path().join("imgedge.log")).unwrap();
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(&config)
+            .env("IMGEDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+        let mut s = Imgedge {
+            child,
+            edge: SocketAddr::from(([127, 0, 0, 1], edge)),
+            ops: SocketAddr::from(([127, 0, 0, 1], ops)),
+            dir,
+            config,
+            client,
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("imgedge exited with {status}:\n{}", self.log());
+            }
+            let url = format!("http://{}/readyz", self.ops);
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "imgedge not ready in 30 s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("imgedge.log")).unwrap_or_default()
+    }
+
+    /// GET `path` on the edge with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, host, path, &[]).await
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, format!("http://{}{}", self.edge, path)).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()))
+    }
+
+    pub async fn ops_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("http://{}{}", self.ops, path)).send().await.unwrap()
+    }
+
+    /// Value of a Prometheus sample (exact label match, labels in exposition order).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.ops_get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.rsplit_once(' ').filter(|(name, _)| *name == series).map(|(_, v)| v.parse().unwrap()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Imgedge {
+    fn drop(&mut self) {
+        // SIGTERM first so pingora cleans up its sockets; then make sure it is gone
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Decodes an image response body and returns (format, width, height).
+pub fn dims(body: &[u8]) -> (image::ImageFormat, u32, u32) {
+    let format = image::guess_format(body).unwrap();
+    let img = image::load_from_memory(body).unwrap();
+    (format, img.width(), img.height())
+}
+
+/// How the HTTP test origin answers a path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// Serve the file, or 404.
+    None,
+    /// 500 with a text body.
+    ServerError,
+    /// Accept, read the request, never answer.
+    Stall,
+}
+
+/// A minimal HTTP/1.1 file server on 127.0.0.1:0 that counts requests per path and
+/// injects faults by path prefix (`/fail/…` → 500, `/stall/…` → never answers).
+pub struct HttpOrigin {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    pub total: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpOrigin {
+    pub async fn start(root: PathBuf) -> HttpOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let total = Arc::new(AtomicUsize::new(0));
+        let (h, t) = (hits.clone(), total.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { continue };
+                let (root, hits, total) = (root.clone(), h.clone(), t.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if buf.len() > 64 << 10 {
+                            return;
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    total.fetch_add(1, Ordering::SeqCst);
+                    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let fault = if path.starts_with("/fail/") {
+                        Fault::ServerError
+                    } else if path.starts_with("/stall/") {
+                        Fault::Stall
+                    } else {
+                        Fault::None
+                    };
+                    let resp = match fault {
+                        Fault::Stall => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        }
+                        Fault::ServerError => http_response(500, "text/plain", b"boom".to_vec()),
+                        Fault::None => {
+                            let rel = path.trim_start_matches('/');
+                            match std::fs::read(root.join(rel)) {
+                                Ok(body) if !rel.contains("..") => http_response(200, "application/octet-stream", body),
+                                _ => http_response(404, "text/plain", b"not found".to_vec()),
+                            }
+                        }
+                    };
+                    let _ = sock.write_all(&resp).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        HttpOrigin { addr, hits, total, task }
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HttpOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn http_response(status: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Internal Server Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+pub const S3_ACCESS_KEY: &str = "AKIAIMGEDGETEST00000";
+/// Contains `/` like real AWS secrets do, to catch encoding bugs.
+pub const S3_SECRET_KEY: &str = "imgedge/Secret/Key/For/Loopback/Tests0";
+
+/// An S3 server (s3s-fs) with SigV4 enforced, serving bucket `photos` with the test images.
+pub struct S3Server {
+    pub endpoint: String,
+    _root: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder as ConnBuilder;
+        use s3s::auth::SimpleAuth;
+        use s3s::service::S3ServiceBuilder;
+
+        let root = tempfile::tempdir().unwrap();
+        let bucket = root.path().join("photos");
+        std::fs::create_dir_all(bucket.join("nested")).unwrap();
+        for entry in std::fs::read_dir(images_dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), bucket.join(entry.file_name())).unwrap();
+        }
+        std::fs::copy(images_dir().join("coffee_600x400.jpg"), bucket.join("nested/coffee.jpg")).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
+        let service = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((sock, _)) = listener.accept().await else { continue };
+                let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server { endpoint: format!("http://{addr}"), _root: root, task }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,10 @@
+//! The single integration-test binary: every test runs the real `imgedge` binary on
+//! loopback against real origins.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod cli;
+mod edge;
+mod ops;
+mod origins;

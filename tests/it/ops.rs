@@ -1,0 +1,37 @@
+//! The ops listener: health endpoints and metrics that follow the requests made.
+
+use crate::harness::{local_tenant, sign, Imgedge};
+
+#[tokio::test]
+async fn health_endpoints() {
+    let s = Imgedge::start(&local_tenant()).await;
+    for path in ["/health", "/livez", "/readyz"] {
+        let r = s.ops_get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.unwrap(), "OK\n");
+    }
+    assert_eq!(s.ops_get("/nope").await.status(), 404);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_status_and_cache_outcome() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let ok = sign("/w:70/plain/coffee_600x400.jpg");
+    for _ in 0..3 {
+        assert_eq!(s.get("img.test", &ok).await.status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(s.get("img.test", "/bad/w:70/plain/coffee_600x400.jpg").await.status(), 403);
+    }
+    assert_eq!(s.get("nobody.test", &ok).await.status(), 404);
+
+    assert_eq!(s.metric(r#"imgedge_http_requests_total{cache="miss",code="200"}"#).await, 1.0);
+    assert_eq!(s.metric(r#"imgedge_http_requests_total{cache="hit",code="200"}"#).await, 2.0);
+    assert_eq!(s.metric(r#"imgedge_http_requests_total{cache="none",code="403"}"#).await, 2.0);
+    assert_eq!(s.metric(r#"imgedge_http_requests_total{cache="none",code="404"}"#).await, 1.0);
+    assert_eq!(s.metric(r#"imgedge_renders_total{outcome="ok"}"#).await, 1.0);
+    assert_eq!(s.metric(r#"imgedge_http_request_duration_seconds_count{cache="hit"}"#).await, 2.0);
+    assert!(s.metric(r#"imgedge_cache_items{tier="memory"}"#).await >= 1.0);
+    let text = s.ops_get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("# HELP imgedge_http_requests_total"), "{text}");
+}

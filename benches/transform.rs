@@ -1,1 +1,123 @@
-fn main(){}
+//! Transform benchmarks on the shared corpus (`../shared/bench/images/`, see its README).
+//! Skips with a message when the corpus is not there. Run:
+//! `cargo bench --bench transform` (or `-- --quick` for a rough pass).
+//!
+//! Criterion measures wall time of one job on one thread; compare with the CPU-time
+//! numbers in notes/imgstack.md only when the machine is otherwise idle.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use imgedge::options::{Format, Options, ResizingType};
+use imgedge::transform::{self, bench, Settings};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/images/");
+
+fn load(name: &str) -> Option<Vec<u8>> {
+    match std::fs::read(format!("{DIR}{name}")) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("skipping benchmarks that need {DIR}{name}: {e}");
+            None
+        }
+    }
+}
+
+fn fit(width: u32, format: Format, quality: u8) -> Options {
+    Options {
+        resizing_type: ResizingType::Fit,
+        width,
+        format: Some(format),
+        quality: Some(quality),
+        ..Options::default()
+    }
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let settings = Settings::default();
+    let mut g = c.benchmark_group("run");
+    let jobs = [
+        ("cups_4000x3000_q90.jpg", "jpeg4000_to_webp400_q80", fit(400, Format::Webp, 80)),
+        ("cups_4000x3000_q90.jpg", "jpeg4000_to_jpeg1200_q80", fit(1200, Format::Jpeg, 80)),
+        ("path_4000x3000_q90.jpg", "jpeg4000detail_to_webp400_q80", fit(400, Format::Webp, 80)),
+        ("autumn_1920x1280_q85.jpg", "jpeg1920_to_jpeg800_q80", fit(800, Format::Jpeg, 80)),
+        ("leaf_alpha_1600x1000.png", "png1600rgba_to_webp400_q80", fit(400, Format::Webp, 80)),
+        ("autumn_1920x1280_q80.webp", "webp1920_to_webp800_q80", fit(800, Format::Webp, 80)),
+    ];
+    for (file, name, opts) in jobs {
+        let Some(input) = load(file) else { continue };
+        g.bench_function(name, |b| {
+            b.iter(|| transform::run(black_box(&input), black_box(&opts), &settings).map(|e| e.bytes.len()))
+        });
+    }
+    g.finish();
+}
+
+fn decode_only(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    let jobs = [
+        ("cups_4000x3000_q90.jpg", "jpeg4000_full", 1),
+        ("cups_4000x3000_q90.jpg", "jpeg4000_shrink4", 4),
+        ("autumn_1920x1280_q85.jpg", "jpeg1920_full", 1),
+        ("autumn_cmyk_1200x800.jpg", "jpeg1200_cmyk_zune", 1),
+        ("leaf_alpha_1600x1000.png", "png1600_rgba", 1),
+        ("autumn_1920x1280_q80.webp", "webp1920", 1),
+    ];
+    for (file, name, shrink) in jobs {
+        let Some(input) = load(file) else { continue };
+        g.bench_function(name, |b| b.iter(|| bench::decode(black_box(&input), shrink).map(|p| p.dims())));
+    }
+    g.finish();
+}
+
+fn encode_only(c: &mut Criterion) {
+    let Some(cups) = load("cups_4000x3000_q90.jpg") else { return };
+    let Some(leaf) = load("leaf_alpha_1600x1000.png") else { return };
+    let (Ok(rgb400), Ok(rgb1200), Ok(rgba400)) = (
+        bench::transform(&cups, &fit(400, Format::Png, 80)),
+        bench::transform(&cups, &fit(1200, Format::Png, 80)),
+        bench::transform(&leaf, &fit(400, Format::Png, 80)),
+    ) else {
+        eprintln!("skipping encode benchmarks: inputs did not transform");
+        return;
+    };
+    let mut g = c.benchmark_group("encode");
+    let jobs = [
+        ("rgb400_webp_q80", &rgb400, Format::Webp),
+        ("rgb400_jpeg_q80", &rgb400, Format::Jpeg),
+        ("rgb400_png_fast", &rgb400, Format::Png),
+        ("rgb1200_jpeg_q80", &rgb1200, Format::Jpeg),
+        ("rgba400_webp_q80", &rgba400, Format::Webp),
+        ("rgba400_png_fast", &rgba400, Format::Png),
+    ];
+    for (name, px, format) in jobs {
+        g.bench_function(name, |b| b.iter(|| bench::encode(black_box(px), format, 80).map(|v| v.len())));
+    }
+    g.finish();
+}
+
+/// Decode + resize + orient without encoding, to split a job's time.
+fn transform_only(c: &mut Criterion) {
+    let mut g = c.benchmark_group("transform");
+    for (file, name, width) in [
+        ("cups_4000x3000_q90.jpg", "jpeg4000_to_400", 400),
+        ("cups_4000x3000_q90.jpg", "jpeg4000_to_1200", 1200),
+        ("leaf_alpha_1600x1000.png", "png1600rgba_to_400", 400),
+    ] {
+        let Some(input) = load(file) else { continue };
+        let opts = fit(width, Format::Png, 80);
+        g.bench_function(name, |b| b.iter(|| bench::transform(black_box(&input), &opts).map(|p| p.dims())));
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = end_to_end, transform_only, decode_only, encode_only
+}
+criterion_main!(benches);

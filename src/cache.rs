@@ -1,14 +1,23 @@
-//! The edge cache: a bounded in-memory `pingora_cache::Storage` on TinyUFO (S3-FIFO +
-//! TinyLFU, lock-free), the cache lock, and the cache key. Entries are whole, complete
-//! responses (the render service never streams), so storage is buffered and seekable.
+//! The edge cache: a `pingora_cache::Storage` over foyer's hybrid cache (memory tier +
+//! block-based disk tier that survives restarts), the cache lock, the cache key and the
+//! per-tenant cache generations that make "purge a whole tenant" O(1).
+//!
+//! Entries are whole, complete responses (render never streams), so storage is buffered
+//! and seekable. Storage failures degrade to a miss, never to a failed request.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora_cache::key::{CacheHashKey, CacheKey, CompactCacheKey};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, RecoverMode,
+};
+use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -16,99 +25,216 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheMeta, PurgeType, Storage};
 use pingora_error::{Error, ErrorType, Result};
-use tinyufo::TinyUfo;
+use tokio::sync::OnceCell;
 
+use crate::config;
 use crate::metrics;
 
-/// Builds the cache key: tenant ‖ canonical request ‖ output format, length-prefixed so no
-/// two different triples frame to the same bytes. The tenant id is also the user tag.
-pub fn key(tenant: &str, canonical: &str, format: &str) -> CacheKey {
-    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 12);
-    for part in [tenant, canonical, format] {
+/// Builds the cache key: tenant ‖ generation ‖ canonical request ‖ output format,
+/// length-prefixed so no two different tuples frame to the same bytes. The tenant id is
+/// also the user tag.
+pub fn key(tenant: &str, generation: u64, canonical: &str, format: &str) -> CacheKey {
+    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 20);
+    primary.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    primary.extend_from_slice(tenant.as_bytes());
+    primary.extend_from_slice(&generation.to_be_bytes());
+    for part in [canonical, format] {
         primary.extend_from_slice(&(part.len() as u32).to_be_bytes());
         primary.extend_from_slice(part.as_bytes());
     }
     CacheKey::new(primary, tenant)
 }
 
-/// TinyUFO weights are u16, so sizes are counted in KiB (objects up to 64 MiB).
-const WEIGHT_UNIT: usize = 1024;
+/// Every output-format component a key can have, for purging all variants of a URL.
+pub const FORMAT_VARIANTS: &[&str] = &["src", "jpeg", "png", "webp", "gif", "avif"];
 
-fn weight_units(bytes: usize) -> u16 {
-    u16::try_from(bytes.div_ceil(WEIGHT_UNIT)).unwrap_or(u16::MAX)
-}
-
-struct Entry {
-    /// Full 128-bit key, checked on lookup: TinyUFO indexes by a 64-bit hash only, and a
-    /// collision must never serve one tenant's object to another.
-    key: u128,
-    meta: (Vec<u8>, Vec<u8>),
+/// A stored response: pingora's two meta blobs and the body.
+#[derive(Clone, Debug)]
+pub struct Object {
+    meta0: Bytes,
+    meta1: Bytes,
     body: Bytes,
 }
 
-/// Bounded in-memory storage; weight = body + meta bytes.
-pub struct MemoryStorage {
-    map: TinyUfo<u128, Arc<Entry>>,
-    max_object: usize,
-    bytes: AtomicUsize,
-    items: AtomicUsize,
+impl Object {
+    fn weight(&self) -> usize {
+        self.meta0.len() + self.meta1.len() + self.body.len()
+    }
 }
 
-impl MemoryStorage {
-    pub fn new(capacity_bytes: usize, max_object: usize) -> Self {
-        // TinyUFO sizes its admission sketch from the expected item count
-        let estimated_items = (capacity_bytes / (32 << 10)).max(1024);
-        MemoryStorage {
-            map: TinyUfo::new(capacity_bytes.div_ceil(WEIGHT_UNIT), estimated_items),
-            max_object,
-            bytes: AtomicUsize::new(0),
-            items: AtomicUsize::new(0),
-        }
+fn write_part(w: &mut impl Write, b: &[u8]) -> foyer::Result<()> {
+    w.write_all(&(b.len() as u32).to_le_bytes()).map_err(foyer::Error::io_error)?;
+    w.write_all(b).map_err(foyer::Error::io_error)
+}
+
+fn read_part(r: &mut impl Read) -> foyer::Result<Bytes> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(foyer::Error::io_error)?;
+    let len = u32::from_le_bytes(len) as usize;
+    // a corrupt length must not become a huge allocation
+    if len > 256 << 20 {
+        return Err(foyer::Error::io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "entry too large")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).map_err(foyer::Error::io_error)?;
+    Ok(Bytes::from(buf))
+}
+
+impl foyer::Code for Object {
+    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
+        write_part(w, &self.meta0)?;
+        write_part(w, &self.meta1)?;
+        write_part(w, &self.body)
     }
 
-    fn get(&self, key: u128) -> Option<Arc<Entry>> {
-        self.map.get(&key).filter(|e| e.key == key)
+    fn decode(r: &mut impl Read) -> foyer::Result<Self> {
+        Ok(Object { meta0: read_part(r)?, meta1: read_part(r)?, body: read_part(r)? })
     }
 
-    fn put(&self, entry: Entry) {
-        let weight = entry.body.len() + entry.meta.0.len() + entry.meta.1.len();
-        let key = entry.key;
-        if let Some(old) = self.map.remove(&key) {
-            self.account_removed(&old);
-        }
-        self.bytes.fetch_add(weight, Ordering::Relaxed);
-        self.items.fetch_add(1, Ordering::Relaxed);
-        let evicted = self.map.put(key, Arc::new(entry), weight_units(weight));
-        for kv in evicted {
-            self.account_removed(&kv.data);
+    fn estimated_size(&self) -> usize {
+        12 + self.weight()
+    }
+}
+
+/// Counts memory-tier evictions for metrics.
+struct Evictions;
+
+impl EventListener for Evictions {
+    type Key = u128;
+    type Value = Object;
+
+    fn on_leave(&self, reason: Event, _key: &u128, _value: &Object) {
+        if matches!(reason, Event::Evict) {
             metrics::cache_evicted(1);
         }
-        self.publish();
+    }
+}
+
+/// Hybrid memory + disk storage, opened lazily on first use so that nothing spawns
+/// threads before pingora daemonizes (forking loses threads).
+pub struct HybridStorage {
+    settings: config::Cache,
+    cache: OnceCell<HybridCache<u128, Object>>,
+}
+
+/// foyer's own runtime for disk I/O, created on first use (after any fork).
+static FOYER_RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+
+impl HybridStorage {
+    pub fn new(settings: config::Cache) -> Self {
+        HybridStorage { settings, cache: OnceCell::new() }
     }
 
-    fn remove(&self, key: u128) -> bool {
-        match self.map.remove(&key) {
-            Some(old) => {
-                self.account_removed(&old);
-                self.publish();
-                true
+    async fn open(&self) -> std::result::Result<HybridCache<u128, Object>, String> {
+        let s = &self.settings;
+        let builder = HybridCacheBuilder::new()
+            .with_name("imgedge")
+            // write to disk on insert, so a crash or restart keeps what was rendered
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_flush_on_close(true)
+            .with_event_listener(Arc::new(Evictions))
+            .memory(s.memory_bytes)
+            .with_weighter(|_k: &u128, v: &Object| v.weight())
+            .storage();
+        let builder = match &s.disk {
+            None => builder,
+            Some(disk) => {
+                std::fs::create_dir_all(&disk.path).map_err(|e| format!("{}: {e}", disk.path.display()))?;
+                let device = FsDeviceBuilder::new(&disk.path)
+                    .with_capacity(disk.size_bytes)
+                    .build()
+                    .map_err(|e| format!("cache device {}: {e}", disk.path.display()))?;
+                let runtime = FOYER_RUNTIME.get_or_init(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .max_blocking_threads(4)
+                        .thread_name("imgedge-cache-io")
+                        .enable_all()
+                        .build()
+                        .ok()
+                });
+                let mut b = builder
+                    .with_engine_config(
+                        BlockEngineConfig::new(device)
+                            .with_block_size(disk.block_size)
+                            // entries are removed by purges: without the tombstone log they
+                            // would come back after a restart
+                            .with_tombstone_log(true),
+                    )
+                    .with_recover_mode(RecoverMode::Quiet);
+                if let Some(rt) = runtime {
+                    b = b.with_spawner(rt.handle().clone().into());
+                }
+                b
             }
-            None => false,
+        };
+        builder.build().await.map_err(|e| format!("cache: {e}"))
+    }
+
+    /// The open cache; `None` (and a logged error) if it cannot be opened.
+    pub async fn get(&self) -> Option<&HybridCache<u128, Object>> {
+        let open = || async {
+            let c = self.open().await?;
+            metrics::cache_capacity("memory", self.settings.memory_bytes);
+            if let Some(d) = &self.settings.disk {
+                metrics::cache_capacity("disk", d.size_bytes);
+            }
+            Ok::<_, String>(c)
+        };
+        match self.cache.get_or_try_init(open).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                metrics::cache_error("open");
+                tracing::error!(error = %e, "cache unavailable, serving without it");
+                None
+            }
         }
     }
 
-    fn account_removed(&self, e: &Entry) {
-        let weight = e.body.len() + e.meta.0.len() + e.meta.1.len();
-        self.bytes.fetch_sub(weight, Ordering::Relaxed);
-        self.items.fetch_sub(1, Ordering::Relaxed);
+    /// Flushes the disk tier (graceful shutdown).
+    pub async fn close(&self) {
+        if let Some(c) = self.cache.get() {
+            if let Err(e) = c.close().await {
+                tracing::warn!(error = %e, "cache close");
+            }
+        }
     }
 
-    fn publish(&self) {
-        metrics::cache_size(self.bytes.load(Ordering::Relaxed), self.items.load(Ordering::Relaxed));
+    pub fn publish_metrics(&self) {
+        if let Some(c) = self.cache.get() {
+            metrics::cache_size("memory", c.memory().usage());
+        }
     }
 
-    pub fn items(&self) -> usize {
-        self.items.load(Ordering::Relaxed)
+    async fn read(&self, hash: u128) -> Option<Object> {
+        let cache = self.get().await?;
+        match cache.get(&hash).await {
+            Ok(e) => e.map(|e| e.value().clone()),
+            Err(e) => {
+                metrics::cache_error("read");
+                tracing::warn!(error = %e, "cache read failed, treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn write(&self, hash: u128, obj: Object) {
+        if let Some(cache) = self.get().await {
+            cache.insert(hash, obj);
+            self.publish_metrics();
+        }
+    }
+
+    /// Removes one entry; true if it existed.
+    pub async fn remove(&self, hash: u128) -> bool {
+        let Some(cache) = self.get().await else { return false };
+        let existed = match cache.get(&hash).await {
+            Ok(e) => e.is_some(),
+            Err(_) => true,
+        };
+        cache.remove(&hash);
+        self.publish_metrics();
+        existed
     }
 }
 
@@ -117,14 +243,24 @@ fn hash_of(key: &impl CacheHashKey) -> u128 {
 }
 
 #[async_trait]
-impl Storage for MemoryStorage {
+impl Storage for HybridStorage {
     async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(entry) = self.get(hash_of(key)) else {
+        let hash = hash_of(key);
+        let Some(obj) = self.read(hash).await else {
             return Ok(None);
         };
-        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
-        let len = entry.body.len();
-        Ok(Some((meta, Box::new(Hit { body: entry.body.clone(), start: 0, end: len, done: false }))))
+        let meta = match CacheMeta::deserialize(&obj.meta0, &obj.meta1) {
+            Ok(m) => m,
+            Err(e) => {
+                // an entry written by another version: drop it, serve a miss
+                metrics::cache_error("decode");
+                tracing::warn!(error = %e, "undecodable cache entry removed");
+                self.remove(hash).await;
+                return Ok(None);
+            }
+        };
+        let len = obj.body.len();
+        Ok(Some((meta, Box::new(Hit { body: obj.body, start: 0, end: len, done: false }))))
     }
 
     async fn get_miss_handler(
@@ -133,7 +269,13 @@ impl Storage for MemoryStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(Miss { storage: self, key: hash_of(key), meta: meta.serialize()?, body: BytesMut::new() }))
+        let (m0, m1) = meta.serialize()?;
+        Ok(Box::new(Miss {
+            storage: self,
+            key: hash_of(key),
+            meta: (Bytes::from(m0), Bytes::from(m1)),
+            body: BytesMut::new(),
+        }))
     }
 
     async fn purge(
@@ -142,16 +284,16 @@ impl Storage for MemoryStorage {
         _type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let key: &CompactCacheKey = target.key();
-        Ok(if self.remove(hash_of(key)) { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+        Ok(if self.remove(hash_of(target.key())).await { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
     }
 
     async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
         let hash = hash_of(key);
-        let Some(old) = self.get(hash) else {
+        let Some(old) = self.read(hash).await else {
             return Ok(false);
         };
-        self.put(Entry { key: hash, meta: meta.serialize()?, body: old.body.clone() });
+        let (m0, m1) = meta.serialize()?;
+        self.write(hash, Object { meta0: Bytes::from(m0), meta1: Bytes::from(m1), body: old.body }).await;
         Ok(true)
     }
 
@@ -197,6 +339,7 @@ impl HandleHit for Hit {
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         let len = self.body.len();
+        // pingora passes an exclusive end
         let end = end.map_or(len, |e| e.min(len));
         if start >= len || start > end {
             return Error::e_explain(ErrorType::InternalError, "seek out of range");
@@ -221,16 +364,16 @@ impl HandleHit for Hit {
 }
 
 struct Miss {
-    storage: &'static MemoryStorage,
+    storage: &'static HybridStorage,
     key: u128,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: (Bytes, Bytes),
     body: BytesMut,
 }
 
 #[async_trait]
 impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if self.body.len() + data.len() > self.storage.max_object {
+        if self.body.len() + data.len() > self.storage.settings.max_object_bytes {
             // dropping the handler without finish() discards the partial object
             return Error::e_explain(ErrorType::InternalError, "object exceeds cache.max_object");
         }
@@ -240,24 +383,83 @@ impl HandleMiss for Miss {
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let size = self.body.len();
-        self.storage.put(Entry { key: self.key, meta: self.meta, body: self.body.freeze() });
+        let obj = Object { meta0: self.meta.0, meta1: self.meta.1, body: self.body.freeze() };
+        self.storage.write(self.key, obj).await;
         Ok(MissFinishType::Created(size))
     }
 }
 
-/// Process-wide cache singletons: pingora wants `&'static` storage and lock.
+/// Per-tenant cache generations: bumping one makes every key of that tenant new, which
+/// purges the tenant without scanning. Persisted next to the disk tier so a purge
+/// survives restarts along with the entries it hid.
+pub struct Generations {
+    file: Option<PathBuf>,
+    map: RwLock<HashMap<String, u64>>,
+}
+
+impl Generations {
+    pub fn load(file: Option<PathBuf>) -> Self {
+        let map = file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice::<HashMap<String, u64>>(&b).ok())
+            .unwrap_or_default();
+        Generations { file, map: RwLock::new(map) }
+    }
+
+    pub fn get(&self, tenant: &str) -> u64 {
+        self.map.read().map(|m| m.get(tenant).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Starts a new generation for `tenant`; returns it.
+    pub fn bump(&self, tenant: &str) -> std::io::Result<u64> {
+        let (next, snapshot) = {
+            let mut m = self.map.write().map_err(|_| std::io::Error::other("generations lock poisoned"))?;
+            let next = m.get(tenant).copied().unwrap_or(0) + 1;
+            m.insert(tenant.to_owned(), next);
+            (next, m.clone())
+        };
+        if let Some(file) = &self.file {
+            // write-then-rename: a crash leaves the old or the new file, never half of one
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&snapshot)?)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, file)?;
+        }
+        Ok(next)
+    }
+}
+
+/// Process-wide cache state: pingora wants `&'static` storage and lock.
 pub struct EdgeCache {
-    pub storage: &'static MemoryStorage,
+    pub storage: &'static HybridStorage,
     pub lock: &'static CacheKeyLockImpl,
     pub max_object: usize,
+    pub generations: Generations,
 }
 
 impl EdgeCache {
-    pub fn new(capacity_bytes: usize, max_object: usize, lock_timeout: std::time::Duration) -> Self {
-        let storage: &'static MemoryStorage = Box::leak(Box::new(MemoryStorage::new(capacity_bytes, max_object)));
+    pub fn new(settings: &config::Cache) -> Self {
+        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings.clone())));
         let lock: &'static CacheKeyLockImpl =
-            Box::leak(pingora_cache::lock::CacheLock::new_boxed(lock_timeout) as Box<CacheKeyLockImpl>);
-        EdgeCache { storage, lock, max_object }
+            Box::leak(pingora_cache::lock::CacheLock::new_boxed(settings.lock_timeout) as Box<CacheKeyLockImpl>);
+        let generations = Generations::load(settings.disk.as_ref().map(|d| d.path.join("generations.json")));
+        EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations }
+    }
+
+    pub fn key(&self, tenant: &str, canonical: &str, format: &str) -> CacheKey {
+        key(tenant, self.generations.get(tenant), canonical, format)
+    }
+
+    /// Removes every format variant of one request; returns how many existed.
+    pub async fn purge_request(&self, tenant: &str, canonical: &str) -> usize {
+        let mut n = 0;
+        for f in FORMAT_VARIANTS {
+            if self.storage.remove(hash_of(&self.key(tenant, canonical, f))).await {
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -265,22 +467,38 @@ impl EdgeCache {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use foyer::Code;
 
     #[test]
     fn key_frames_components() {
-        let a = key("ab", "c", "d");
-        let b = key("a", "bc", "d");
-        assert_ne!(a.combined_bin(), b.combined_bin());
-        assert_eq!(key("t", "/plain/x:y", "-").combined_bin(), key("t", "/plain/x:y", "-").combined_bin());
+        assert_ne!(key("ab", 0, "c", "d").combined_bin(), key("a", 0, "bc", "d").combined_bin());
+        assert_ne!(key("t", 0, "/plain/x:y", "src").combined_bin(), key("t", 1, "/plain/x:y", "src").combined_bin());
+        assert_eq!(key("t", 3, "/plain/x:y", "-").combined_bin(), key("t", 3, "/plain/x:y", "-").combined_bin());
     }
 
     #[test]
-    fn storage_is_bounded() {
-        let s = MemoryStorage::new(100_000, 50_000);
-        for i in 0..100u128 {
-            s.put(Entry { key: i, meta: (vec![], vec![]), body: Bytes::from(vec![0u8; 10_000]) });
-        }
-        assert!(s.bytes.load(Ordering::Relaxed) <= 100_000, "{}", s.bytes.load(Ordering::Relaxed));
-        assert!(s.items() <= 10);
+    fn object_round_trips_and_rejects_corrupt_lengths() {
+        let o = Object {
+            meta0: Bytes::from_static(b"m0"),
+            meta1: Bytes::from_static(b""),
+            body: Bytes::from(vec![7u8; 1000]),
+        };
+        let mut buf = Vec::new();
+        o.encode(&mut buf).unwrap();
+        let back = Object::decode(&mut buf.as_slice()).unwrap();
+        assert_eq!((back.meta0, back.meta1, back.body), (o.meta0, o.meta1, o.body));
+        let corrupt = [0xffu8; 16];
+        assert!(Object::decode(&mut corrupt.as_slice()).is_err());
+    }
+
+    #[test]
+    fn generations_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.json");
+        let g = Generations::load(Some(file.clone()));
+        assert_eq!(g.get("a"), 0);
+        assert_eq!(g.bump("a").unwrap(), 1);
+        assert_eq!(g.bump("a").unwrap(), 2);
+        assert_eq!(Generations::load(Some(file)).get("a"), 2);
     }
 }

@@ -18,13 +18,14 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::cache::{self, EdgeCache};
+use crate::cache::EdgeCache;
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
 use crate::options;
 use crate::render::{REQUEST_HEADER, TENANT_HEADER};
 use crate::signature;
+use crate::usage;
 
 /// Host → tenant, built once from config.
 pub struct Tenants {
@@ -64,12 +65,12 @@ fn strip_port(host: &str) -> &str {
 
 pub struct Edge {
     tenants: Tenants,
-    cache: EdgeCache,
+    cache: Arc<EdgeCache>,
     render_socket: String,
 }
 
 impl Edge {
-    pub fn new(tenants: Tenants, cache: EdgeCache, render_socket: String) -> Self {
+    pub fn new(tenants: Tenants, cache: Arc<EdgeCache>, render_socket: String) -> Self {
         Edge { tenants, cache, render_socket }
     }
 
@@ -152,7 +153,14 @@ impl ProxyHttp for Edge {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx { started: Instant::now(), tenant: None, canonical: String::new(), format: "src", rejected: false, upstream: false }
+        Ctx {
+            started: Instant::now(),
+            tenant: None,
+            canonical: String::new(),
+            format: "src",
+            rejected: false,
+            upstream: false,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -175,7 +183,7 @@ impl ProxyHttp for Edge {
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
-        Ok(cache::key(&tenant.id, &ctx.canonical, ctx.format))
+        Ok(self.cache.key(&tenant.id, &ctx.canonical, ctx.format))
     }
 
     fn response_cache_filter(
@@ -229,12 +237,19 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        if let Some(waited) = session.cache.lock_duration() {
+            metrics::cache_lock_wait(waited.as_secs_f64());
+        }
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        metrics::request(
-            code,
-            cache_label(session, ctx),
-            ctx.started.elapsed().as_secs_f64(),
-            session.body_bytes_sent(),
-        );
+        let cache = cache_label(session, ctx);
+        let bytes = session.body_bytes_sent();
+        // the canonical request is set once the request was admitted
+        let operation = if ctx.canonical.is_empty() { "none" } else { "transform" };
+        metrics::request(operation, code, cache, ctx.started.elapsed().as_secs_f64(), bytes);
+        if let Some(tenant) = &ctx.tenant {
+            // the billing key comes from ctx.canonical: a negotiated output format, once
+            // there is one, must be left out of it (usage::BillingKey::for_request)
+            usage::edge_request(tenant, code, cache, bytes as u64, &ctx.canonical);
+        }
     }
 }

@@ -17,3 +17,4 @@ pub mod render;
 pub mod server;
 pub mod signature;
 pub mod transform;
+pub mod usage;

@@ -1,4 +1,4 @@
-//! imgedge command line: `serve` (default), `check-config`, `sign`.
+//! imgedge command line: `serve` (default), `check-config`, `sign`, `usage`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use imgedge::{config, server, signature};
+use imgedge::{config, server, signature, usage};
 
 #[derive(Parser)]
 #[command(name = "imgedge", version, about = "Multi-tenant image-transformation CDN origin")]
@@ -40,6 +40,18 @@ enum Command {
         expires_in: Option<u64>,
         /// Options and source, e.g. `rs:fill:400:300/plain/photo.jpg@webp`.
         path: String,
+    },
+    /// Print the usage ledger's totals per month and tenant (PostgreSQL if configured,
+    /// else the SQLite spool).
+    Usage {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A UTC calendar month, `YYYY-MM`.
+        #[arg(long)]
+        month: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -78,6 +90,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let host = t.hosts.first().context("tenant has no host")?;
             let port = config.listen.edge.first().and_then(|a| a.rsplit(':').next()).unwrap_or("80");
             println!("http://{host}:{port}/{sig}{path}");
+            Ok(())
+        }
+        Command::Usage { tenant, month, json } => {
+            let out = usage::report::report(&config, tenant.as_deref(), month.as_deref(), json)
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
             Ok(())
         }
         Command::Serve => {

@@ -15,11 +15,24 @@ struct Metrics {
     renders: IntCounterVec,
     render_span: HistogramVec,
     renders_in_progress: IntGauge,
+    renders_queued: IntGauge,
     origin_errors: IntCounterVec,
     origin_bytes: IntCounter,
     cache_bytes: IntGaugeVec,
-    cache_items: IntGaugeVec,
+    cache_capacity: IntGaugeVec,
+    cache_errors: IntCounterVec,
+    cache_lock_wait: Histogram,
     cache_evictions: IntCounterVec,
+    tenant_requests: IntCounterVec,
+    tenant_response_bytes: IntCounterVec,
+    usage_flushes: IntCounterVec,
+    usage_deliveries: IntCounterVec,
+    usage_spool_pending: IntGauge,
+    usage_spool_oldest_age: IntGauge,
+    usage_spool_full: IntGauge,
+    usage_unspooled_requests: IntGauge,
+    usage_last_flush: IntGauge,
+    usage_last_delivery: IntGauge,
     _build: IntGaugeVec,
 }
 
@@ -38,6 +51,12 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     m
 }
 
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(m.clone())).unwrap_or_else(|e| panic!("register {name}: {e}"));
+    m
+}
+
 fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     let m = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
@@ -52,8 +71,9 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     let requests = counter_vec(
         &r,
         "imgedge_http_requests_total",
-        "Edge requests answered, by HTTP status code and cache outcome (hit, miss, stale, bypass, none).",
-        &["code", "cache"],
+        "Edge requests answered, by operation (transform, or none when rejected before parsing), status class \
+         (2xx..5xx, none = no response) and cache outcome (hit, miss, stale, revalidated, bypass, none).",
+        &["operation", "status_class", "cache"],
     );
     let request_duration = histogram_vec(
         &r,
@@ -76,9 +96,13 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         "Time spent per render span: queue (waiting for a CPU worker), fetch (origin), transform (decode+process+encode).",
         &["span"],
     );
-    let renders_in_progress = IntGauge::new("imgedge_renders_in_progress", "Renders currently running or queued.")
-        .unwrap_or_else(|e| panic!("{e}"));
-    r.register(Box::new(renders_in_progress.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let renders_in_progress = gauge(
+        &r,
+        "imgedge_renders_in_progress",
+        "Render requests being handled (fetching, queued for a CPU worker or transforming).",
+    );
+    let renders_queued =
+        gauge(&r, "imgedge_renders_queued", "Render requests waiting for a CPU worker (a subset of in progress).");
     let origin_errors = counter_vec(
         &r,
         "imgedge_origin_errors_total",
@@ -88,10 +112,75 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     let origin_bytes = IntCounter::new("imgedge_origin_body_bytes_total", "Bytes fetched from origins.")
         .unwrap_or_else(|e| panic!("{e}"));
     r.register(Box::new(origin_bytes.clone())).unwrap_or_else(|e| panic!("{e}"));
-    let cache_bytes = gauge_vec(&r, "imgedge_cache_size_bytes", "Bytes held by the cache, by tier.", &["tier"]);
-    let cache_items = gauge_vec(&r, "imgedge_cache_items", "Objects held by the cache, by tier.", &["tier"]);
+    let cache_bytes =
+        gauge_vec(&r, "imgedge_cache_size_bytes", "Bytes held by the cache, by tier (memory).", &["tier"]);
+    let cache_capacity =
+        gauge_vec(&r, "imgedge_cache_capacity_bytes", "Configured cache budget, by tier (memory, disk).", &["tier"]);
+    let cache_errors = counter_vec(
+        &r,
+        "imgedge_cache_errors_total",
+        "Cache storage failures served as misses, by kind (open, read, decode).",
+        &["kind"],
+    );
+    let cache_lock_wait = Histogram::with_opts(
+        HistogramOpts::new(
+            "imgedge_cache_lock_wait_seconds",
+            "Time requests spent waiting for another request's render of the same key (cache lock).",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(cache_lock_wait.clone())).unwrap_or_else(|e| panic!("{e}"));
     let cache_evictions =
         counter_vec(&r, "imgedge_cache_evictions_total", "Objects evicted from the cache, by tier.", &["tier"]);
+    let tenant_requests = counter_vec(
+        &r,
+        "imgedge_tenant_http_requests_total",
+        "Edge requests of tenants with billing.per_tenant_metrics, by tenant, status class and cache outcome.",
+        &["tenant", "status_class", "cache"],
+    );
+    let tenant_response_bytes = counter_vec(
+        &r,
+        "imgedge_tenant_http_response_body_bytes_total",
+        "Body bytes sent to clients for tenants with billing.per_tenant_metrics.",
+        &["tenant"],
+    );
+    let usage_flushes = counter_vec(
+        &r,
+        "imgedge_usage_flushes_total",
+        "Usage flushes by result: spooled, empty, deferred (spool full: counts held in memory), error.",
+        &["result"],
+    );
+    let usage_deliveries = counter_vec(
+        &r,
+        "imgedge_usage_deliveries_total",
+        "Spooled usage batches sent to PostgreSQL, by result: applied, duplicate (already there), collision, error.",
+        &["result"],
+    );
+    let usage_spool_pending =
+        gauge(&r, "imgedge_usage_spool_pending_batches", "Usage batches in the spool waiting for PostgreSQL.");
+    let usage_spool_oldest_age = gauge(
+        &r,
+        "imgedge_usage_spool_oldest_pending_age_seconds",
+        "Age of the oldest usage batch waiting for PostgreSQL (0 when none).",
+    );
+    let usage_spool_full = gauge(
+        &r,
+        "imgedge_usage_spool_full",
+        "1 while usage.spool_max_batches batches wait and new counts are held in memory.",
+    );
+    let usage_unspooled_requests = gauge(
+        &r,
+        "imgedge_usage_unspooled_requests",
+        "Requests counted but held in memory after a failed or deferred flush (lost if the process dies).",
+    );
+    let usage_last_flush =
+        gauge(&r, "imgedge_usage_last_flush_timestamp_seconds", "Unix time of the last batch written to the spool.");
+    let usage_last_delivery = gauge(
+        &r,
+        "imgedge_usage_last_delivery_timestamp_seconds",
+        "Unix time of the last batch acknowledged by PostgreSQL.",
+    );
     let build = gauge_vec(&r, "imgedge_build_info", "Always 1; labels carry the version.", &["version"]);
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     Metrics {
@@ -102,20 +191,51 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         renders,
         render_span,
         renders_in_progress,
+        renders_queued,
         origin_errors,
         origin_bytes,
         cache_bytes,
-        cache_items,
+        cache_capacity,
+        cache_errors,
+        cache_lock_wait,
         cache_evictions,
+        tenant_requests,
+        tenant_response_bytes,
+        usage_flushes,
+        usage_deliveries,
+        usage_spool_pending,
+        usage_spool_oldest_age,
+        usage_spool_full,
+        usage_unspooled_requests,
+        usage_last_flush,
+        usage_last_delivery,
         _build: build,
     }
 });
 
+/// `2xx` for 200..=299 and so on; `none` when no response was written (status 0).
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
 /// One edge request, recorded once in the proxy's `logging` hook.
-pub fn request(code: u16, cache: &str, seconds: f64, body_bytes: usize) {
-    M.requests.with_label_values(&[code.to_string().as_str(), cache]).inc();
+pub fn request(operation: &str, code: u16, cache: &str, seconds: f64, body_bytes: usize) {
+    M.requests.with_label_values(&[operation, status_class(code), cache]).inc();
     M.request_duration.with_label_values(&[cache]).observe(seconds);
     M.response_bytes.inc_by(body_bytes as u64);
+}
+
+/// One edge request of a tenant that opted in to per-tenant series.
+pub fn tenant_request(tenant: &str, code: u16, cache: &str, body_bytes: u64) {
+    M.tenant_requests.with_label_values(&[tenant, status_class(code), cache]).inc();
+    M.tenant_response_bytes.with_label_values(&[tenant]).inc_by(body_bytes);
 }
 
 pub fn render(outcome: &str) {
@@ -142,6 +262,22 @@ impl Drop for InProgress {
     }
 }
 
+/// Counts a render as waiting for a CPU worker until the guard drops.
+pub struct Queued(());
+
+impl Queued {
+    pub fn start() -> Self {
+        M.renders_queued.inc();
+        Queued(())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        M.renders_queued.dec();
+    }
+}
+
 pub fn origin_error(kind: &str) {
     M.origin_errors.with_label_values(&[kind]).inc();
 }
@@ -150,13 +286,57 @@ pub fn origin_bytes(n: usize) {
     M.origin_bytes.inc_by(n as u64);
 }
 
-pub fn cache_size(bytes: usize, items: usize) {
-    M.cache_bytes.with_label_values(&["memory"]).set(bytes as i64);
-    M.cache_items.with_label_values(&["memory"]).set(items as i64);
+pub fn cache_size(tier: &str, bytes: usize) {
+    M.cache_bytes.with_label_values(&[tier]).set(bytes as i64);
+}
+
+pub fn cache_capacity(tier: &str, bytes: usize) {
+    M.cache_capacity.with_label_values(&[tier]).set(bytes as i64);
+}
+
+/// A cache storage failure that was served as a miss (`open`, `read`, `decode`).
+pub fn cache_error(kind: &str) {
+    M.cache_errors.with_label_values(&[kind]).inc();
+}
+
+/// A request that waited for another request's render of the same key.
+pub fn cache_lock_wait(seconds: f64) {
+    M.cache_lock_wait.observe(seconds);
 }
 
 pub fn cache_evicted(n: u64) {
     M.cache_evictions.with_label_values(&["memory"]).inc_by(n);
+}
+
+/// A usage flush: `spooled`, `empty`, `deferred` or `error`.
+pub fn usage_flush(result: &str) {
+    M.usage_flushes.with_label_values(&[result]).inc();
+}
+
+/// A usage batch delivery attempt: `applied`, `duplicate`, `collision` or `error`.
+pub fn usage_delivery(result: &str) {
+    M.usage_deliveries.with_label_values(&[result]).inc();
+}
+
+pub fn usage_spool_pending(batches: u64, oldest_age_seconds: u64) {
+    M.usage_spool_pending.set(i64::try_from(batches).unwrap_or(i64::MAX));
+    M.usage_spool_oldest_age.set(i64::try_from(oldest_age_seconds).unwrap_or(i64::MAX));
+}
+
+pub fn usage_spool_full(full: bool) {
+    M.usage_spool_full.set(i64::from(full));
+}
+
+pub fn usage_unspooled_requests(n: u64) {
+    M.usage_unspooled_requests.set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+pub fn usage_last_flush(unix_seconds: u64) {
+    M.usage_last_flush.set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+}
+
+pub fn usage_last_delivery(unix_seconds: u64) {
+    M.usage_last_delivery.set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
 }
 
 /// The Prometheus text exposition of every metric.

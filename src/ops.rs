@@ -1,18 +1,31 @@
-//! The ops listener: health, liveness, readiness and Prometheus metrics, on its own
-//! address so it can stay private while the edge is public.
+//! The ops listener: health, liveness, readiness, Prometheus metrics, and the
+//! authenticated admin endpoints (cache purge), on an address that can stay private
+//! while the edge is public.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use subtle::ConstantTimeEq;
 
+use crate::cache::EdgeCache;
+use crate::config::Tenant;
 use crate::metrics;
+use crate::options;
+use crate::signature;
 
 pub struct Ops {
     /// Readiness means the render service answers on its socket.
     pub render_socket: PathBuf,
+    pub cache: Arc<EdgeCache>,
+    pub tenants: HashMap<String, Arc<Tenant>>,
+    /// `None` disables the admin endpoints.
+    pub admin_token: Option<String>,
 }
 
 fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -25,18 +38,106 @@ fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u
         .unwrap_or_default()
 }
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = value.to_string().into_bytes();
+    body.push(b'\n');
+    text(status, "application/json", body)
+}
+
+fn query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+impl Ops {
+    /// `None` when the request carries the admin token, else the refusal to send.
+    fn refuse(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let Some(token) = &self.admin_token else {
+            return Some(text(StatusCode::NOT_FOUND, PLAIN, b"admin endpoints are disabled\n".to_vec()));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            None
+        } else {
+            Some(text(StatusCode::UNAUTHORIZED, PLAIN, b"unauthorized\n".to_vec()))
+        }
+    }
+
+    /// `POST /purge?tenant=ID&url=PATH` removes every format variant of one image URL
+    /// (the path as clients request it, signature included or not);
+    /// `POST /purge?tenant=ID&all=1` hides every cached entry of the tenant.
+    async fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Some(refusal) = self.refuse(session) {
+            return refusal;
+        }
+        if session.req_header().method != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, b"use POST\n".to_vec());
+        }
+        let q = query(session.req_header().uri.query());
+        let Some(tenant) = q.get("tenant").and_then(|id| self.tenants.get(id)) else {
+            return text(StatusCode::NOT_FOUND, PLAIN, b"unknown tenant\n".to_vec());
+        };
+        if q.get("all").is_some_and(|v| v == "1" || v == "true") {
+            return match self.cache.generations.bump(&tenant.id) {
+                Ok(g) => {
+                    tracing::info!(tenant = %tenant.id, generation = g, "purged all cache entries of tenant");
+                    json(StatusCode::OK, serde_json::json!({"tenant": tenant.id, "generation": g}))
+                }
+                Err(e) => {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("cannot persist purge: {e}\n").into_bytes())
+                }
+            };
+        }
+        let Some(url) = q.get("url") else {
+            return text(StatusCode::BAD_REQUEST, PLAIN, b"give url=PATH or all=1\n".to_vec());
+        };
+        // accept a full URL or a path; the first segment is the signature, which a purge
+        // does not need to check (the caller is authenticated)
+        let path = url.find("://").map_or(url.as_str(), |i| url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]));
+        let Some((_sig, rest)) = signature::split_signed_path(path) else {
+            return text(StatusCode::BAD_REQUEST, PLAIN, b"url must be /{signature}/{options}/{source}\n".to_vec());
+        };
+        match options::parse(rest, &tenant.parse_context()) {
+            Ok(parsed) => {
+                let canonical = parsed.request.canonical();
+                let purged = self.cache.purge_request(&tenant.id, &canonical).await;
+                json(StatusCode::OK, serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged}))
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, PLAIN, format!("{e}\n").into_bytes()),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Ops {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let plain = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
-            "/health" | "/livez" => text(StatusCode::OK, plain, b"OK\n".to_vec()),
+            "/health" | "/livez" => text(StatusCode::OK, PLAIN, b"OK\n".to_vec()),
             "/readyz" => match tokio::net::UnixStream::connect(&self.render_socket).await {
-                Ok(_) => text(StatusCode::OK, plain, b"OK\n".to_vec()),
-                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, plain, format!("render not ready: {e}\n").into_bytes()),
+                Ok(_) => text(StatusCode::OK, PLAIN, b"OK\n".to_vec()),
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("render not ready: {e}\n").into_bytes()),
             },
-            "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::gather()),
-            _ => text(StatusCode::NOT_FOUND, plain, b"not found\n".to_vec()),
+            "/metrics" => {
+                self.cache.storage.publish_metrics();
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::gather())
+            }
+            "/purge" => self.purge(session).await,
+            _ => text(StatusCode::NOT_FOUND, PLAIN, b"not found\n".to_vec()),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::metrics;
 use crate::options::{self, ImageRequest};
 use crate::origin::{Fetched, Origins};
 use crate::transform::{self, Encoded};
+use crate::usage;
 
 pub const TENANT_HEADER: &str = "x-imgedge-tenant";
 pub const REQUEST_HEADER: &str = "x-imgedge-request";
@@ -55,7 +56,9 @@ impl Render {
         fetch_timer.observe_duration();
 
         let queued = Instant::now();
+        let waiting = metrics::Queued::start();
         let _permit = self.workers.acquire().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
+        drop(waiting);
         metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
         let settings = rt.tenant.transform_settings();
         let opts = req.options.clone();
@@ -79,6 +82,19 @@ fn etag_for(tenant: &str, req: &ImageRequest, origin_etag: Option<&str>) -> Stri
     }
     let hex = h.finalize().to_hex();
     format!("\"{}\"", &hex[..32])
+}
+
+/// `Cache-Control` of an image: tenant TTL, `immutable` unless configured otherwise, and
+/// the stale-if-error window the edge honours when render or the origin fails later.
+fn cache_control(t: &Tenant) -> String {
+    let mut cc = format!("public, max-age={}", t.cache_ttl.as_secs());
+    if t.immutable {
+        cc.push_str(", immutable");
+    }
+    if !t.stale_if_error.is_zero() {
+        cc.push_str(&format!(", stale-if-error={}", t.stale_if_error.as_secs()));
+    }
+    cc
 }
 
 /// Plain-text error response; only 404 may be cached, briefly.
@@ -112,12 +128,13 @@ impl ServeHttp for Render {
         match self.render(&tenant_id, &canonical).await {
             Ok((out, etag, tenant)) => {
                 metrics::render("ok");
+                usage::rendered(&tenant.id);
                 Response::builder()
                     .status(StatusCode::OK)
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
-                    .header("cache-control", format!("public, max-age={}, immutable", tenant.cache_ttl.as_secs()))
+                    .header("cache-control", cache_control(tenant))
                     .header("x-content-type-options", "nosniff")
                     .header("x-result-width", out.width)
                     .header("x-result-height", out.height)

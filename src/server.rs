@@ -1,17 +1,38 @@
 //! Assembles the pingora server: edge (proxy + cache), render (Unix socket), ops.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
-use crate::cache::EdgeCache;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
 use crate::edge::{Edge, Tenants};
 use crate::ops::Ops;
 use crate::render::Render;
+use crate::usage;
+
+/// Opens the cache at start-up (recovering the disk tier off the request path) and
+/// flushes it on graceful shutdown.
+struct CacheLifecycle(&'static HybridStorage);
+
+#[async_trait]
+impl BackgroundService for CacheLifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if self.0.get().await.is_some() {
+            self.0.publish_metrics();
+        }
+        let _ = shutdown.changed().await;
+        self.0.close().await;
+    }
+}
 
 /// Pingora's settings from the `pingora:` section, with imgedge's defaults.
 pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
@@ -25,12 +46,15 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
     conf.validate().map_err(|e| format!("{}: pingora: {e}", config.file.display()))
 }
 
-/// Builds every service and runs until shutdown. Never returns on success.
+/// Builds every service and runs until shutdown, then writes the last usage batch.
+/// Never returns on success.
 pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     let conf = server_conf(&config)?;
     let opt = Opt { upgrade, daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // usage first: an unusable spool or ledger URL fails the start, not the first flush
+    let usage = usage::start(&config)?;
 
     let socket = config.listen.render_socket.to_string_lossy().into_owned();
     if let Some(dir) = config.listen.render_socket.parent() {
@@ -43,23 +67,32 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     // only this user may talk to render: it trusts its request headers
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
-    let cache = EdgeCache::new(config.cache.memory_bytes, config.cache.max_object_bytes, config.cache.lock_timeout);
-    let edge = Edge::new(Tenants::new(&config.tenants), cache, socket);
+    let cache = Arc::new(EdgeCache::new(&config.cache));
+    let edge = Edge::new(Tenants::new(&config.tenants), cache.clone(), socket);
     let mut edge_svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "edge");
     for addr in &config.listen.edge {
         edge_svc.add_tcp(addr);
     }
 
+    server.add_service(background_service("cache", CacheLifecycle(cache.storage)));
+    server.add_service(background_service("usage", usage::Service(usage.clone())));
     server.add_service(render_svc);
     server.add_service(edge_svc);
     if let Some(addr) = &config.listen.ops {
-        let mut ops = Service::new(
-            "ops".to_owned(),
-            HttpServer::new_app(Ops { render_socket: config.listen.render_socket.clone() }),
-        );
+        let ops = Ops {
+            render_socket: config.listen.render_socket.clone(),
+            cache: cache.clone(),
+            tenants: config.tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
+            admin_token: config.admin_token.clone(),
+        };
+        let mut ops = Service::new("ops".to_owned(), HttpServer::new_app(ops));
         ops.threads = Some(1);
         ops.add_tcp(addr);
         server.add_service(ops);
     }
-    server.run_forever()
+    server.run(RunArgs::default());
+    // every service has stopped (SIGTERM, or SIGQUIT after handing the listeners to an
+    // upgrade's new process): nothing can be counted any more, so this batch is the last
+    usage.final_flush();
+    std::process::exit(0)
 }

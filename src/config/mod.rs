@@ -27,6 +27,8 @@ pub struct Config {
     pub listen: Listen,
     pub render: Render,
     pub cache: Cache,
+    /// Bearer token for the admin endpoints (purge); `None` disables them.
+    pub admin_token: Option<String>,
     pub usage: Usage,
     pub tenants: Vec<Arc<Tenant>>,
 }
@@ -49,14 +51,56 @@ pub struct Render {
 #[derive(Debug, Clone)]
 pub struct Cache {
     pub memory_bytes: usize,
+    /// The disk tier; `None` = memory only.
+    pub disk: Option<DiskCache>,
     pub max_object_bytes: usize,
     pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
+pub struct DiskCache {
+    pub path: PathBuf,
+    pub size_bytes: usize,
+    /// Unit of disk allocation and eviction; every object must fit in one block.
+    pub block_size: usize,
+}
+
+/// Usage metering (`usage:`); see `crate::usage`.
+#[derive(Debug, Clone)]
 pub struct Usage {
-    pub ledger: Option<String>,
+    /// SQLite file: the spool, and the ledger when there is no PostgreSQL.
+    pub spool: PathBuf,
+    /// PostgreSQL connection string of the fleet ledger (secret already resolved).
+    pub postgres: Option<String>,
     pub flush_interval: Duration,
+    /// Most batches kept waiting for PostgreSQL before flushes are held in memory.
+    pub spool_max_batches: u64,
+}
+
+/// Credits charged per request, in thousandths of a credit (exact sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credits {
+    /// A successful request that was not a cache hit, per operation.
+    pub transform: u64,
+    pub info: u64,
+    /// A successful cache hit.
+    pub hit: u64,
+    /// Any error answer (status 400 and above).
+    pub error: u64,
+}
+
+impl Default for Credits {
+    fn default() -> Self {
+        Credits { transform: 1000, info: 1000, hit: 0, error: 0 }
+    }
+}
+
+/// Per-tenant metering settings (`tenants[].billing`).
+#[derive(Debug, Clone, Default)]
+pub struct Billing {
+    pub credits: Credits,
+    /// Export this tenant's requests and bytes as Prometheus series with a `tenant` label.
+    pub per_tenant_metrics: bool,
 }
 
 /// Per-tenant limits (global defaults from the top-level `limits:` section).
@@ -103,6 +147,11 @@ pub struct Tenant {
     pub cache_ttl: Duration,
     /// Freshness of "source not found" answers.
     pub not_found_ttl: Duration,
+    /// How long an expired image may still be served when render or the origin fails.
+    pub stale_if_error: Duration,
+    /// Whether image responses say `immutable` (signed URLs never change meaning).
+    pub immutable: bool,
+    pub billing: Billing,
     origin_refs: Vec<OriginRef>,
 }
 

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub usage: RawUsage,
     /// Defaults for every tenant's limits.
     #[serde(default)]
@@ -46,15 +48,35 @@ pub struct RawRender {
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     pub memory: Option<ByteSize>,
+    pub disk: Option<RawDisk>,
     pub max_object: Option<ByteSize>,
     pub lock_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub path: String,
+    pub size: ByteSize,
+    pub block_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bearer token for the ops listener's admin endpoints; plain or `env:NAME`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUsage {
-    pub ledger: Option<String>,
+    /// SQLite spool (and embedded ledger) file; default `imgedge-usage.db` beside the config.
+    pub spool: Option<String>,
+    /// PostgreSQL URL of the fleet ledger, plain or `env:NAME`.
+    pub postgres: Option<String>,
     pub flush_interval: Option<Duration>,
+    pub spool_max_batches: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -86,6 +108,27 @@ pub struct RawTenant {
     pub cache: RawTenantCache,
     #[serde(default)]
     pub presets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub billing: RawBilling,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBilling {
+    #[serde(default)]
+    pub credits: RawCredits,
+    #[serde(default)]
+    pub per_tenant_metrics: bool,
+}
+
+/// Credits per request kind; at most three decimals.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredits {
+    pub transform: Option<f64>,
+    pub info: Option<f64>,
+    pub hit: Option<f64>,
+    pub error: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +145,8 @@ pub struct RawKey {
 pub struct RawTenantCache {
     pub ttl: Option<Duration>,
     pub not_found_ttl: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+    pub immutable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

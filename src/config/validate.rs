@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLimits, RawOrigin, RawTenant};
-use super::{Cache, Config, Limits, Listen, Origin, Problem, Render, Tenant, Usage};
+use super::raw::{RawBilling, RawConfig, RawLimits, RawOrigin, RawTenant, RawUsage};
+use super::{Billing, Cache, Config, Credits, Limits, Listen, Origin, Problem, Render, Tenant, Usage};
 use crate::options::{self, OriginRef, ParseContext};
 use crate::signature::KeyPair;
 
@@ -18,6 +18,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TTL: Duration = Duration::from_secs(31_536_000);
 const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(86_400);
 
 /// Deserialises, naming the YAML path (and tenant, when inside one) of the first error.
 pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
@@ -89,25 +90,40 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
         },
     };
 
+    let max_object_bytes = raw.cache.max_object.map_or(16 << 20, |b| b.0) as usize;
+    let disk = raw.cache.disk.as_ref().map(|d| super::DiskCache {
+        path: base.join(&d.path),
+        size_bytes: d.size.0 as usize,
+        // by default one block holds the largest object plus its header
+        block_size: d.block_size.map_or(max_object_bytes + (1 << 20), |b| b.0 as usize),
+    });
     let cache = Cache {
         memory_bytes: raw.cache.memory.map_or(256 << 20, |b| b.0) as usize,
-        max_object_bytes: raw.cache.max_object.map_or(16 << 20, |b| b.0) as usize,
+        disk,
+        max_object_bytes,
         lock_timeout: raw.cache.lock_timeout.map_or(Duration::from_secs(30), |d| d.0),
     };
     if cache.memory_bytes == 0 {
         c.push("cache.memory", "must be greater than 0");
     }
-    if cache.max_object_bytes == 0 || cache.max_object_bytes > cache.memory_bytes.min(64 << 20) {
-        c.push("cache.max_object", "must be greater than 0 and at most cache.memory and 64MiB");
+    if cache.max_object_bytes == 0 || cache.max_object_bytes > cache.memory_bytes {
+        c.push("cache.max_object", "must be greater than 0 and at most cache.memory");
+    }
+    if let Some(d) = &cache.disk {
+        // an entry plus its header must fit in one block; the engine needs a few blocks
+        if d.block_size < cache.max_object_bytes + (64 << 10) {
+            c.push("cache.disk.block_size", "must exceed cache.max_object by at least 64KiB");
+        }
+        if d.size_bytes < 4 * d.block_size {
+            c.push("cache.disk.size", "must be at least 4 × cache.disk.block_size");
+        }
+    }
+    let admin_token = raw.admin.token.as_deref().and_then(|t| secret(&mut c, "admin.token", t));
+    if admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        c.push("admin.token", "must be at least 16 characters");
     }
 
-    let usage = Usage {
-        ledger: raw.usage.ledger.clone(),
-        flush_interval: raw.usage.flush_interval.map_or(Duration::from_secs(10), |d| d.0),
-    };
-    if usage.flush_interval.is_zero() {
-        c.push("usage.flush_interval", "must be greater than 0");
-    }
+    let usage = usage(&mut c, &raw.usage, base);
 
     let defaults = limits(&mut c, "limits", &raw.limits, None);
 
@@ -135,7 +151,16 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
     }
 
     if c.problems.is_empty() {
-        Ok(Config { file: file.to_path_buf(), pingora: raw.pingora, listen, render, cache, usage, tenants })
+        Ok(Config {
+            file: file.to_path_buf(),
+            pingora: raw.pingora,
+            listen,
+            render,
+            cache,
+            admin_token,
+            usage,
+            tenants,
+        })
     } else {
         Err(c.problems)
     }
@@ -286,6 +311,8 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
 
     let cache_ttl = t.cache.ttl.map_or(DEFAULT_TTL, |d| d.0);
     let not_found_ttl = t.cache.not_found_ttl.map_or(DEFAULT_NOT_FOUND_TTL, |d| d.0);
+    let stale_if_error = t.cache.stale_if_error.map_or(DEFAULT_STALE_IF_ERROR, |d| d.0);
+    let billing = billing(c, &format!("{at}.billing"), &t.billing);
 
     if c.problems.len() > before {
         return None;
@@ -303,8 +330,61 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         quality,
         cache_ttl,
         not_found_ttl,
+        stale_if_error,
+        immutable: t.cache.immutable.unwrap_or(true),
+        billing,
         origin_refs,
     })
+}
+
+fn usage(c: &mut Collector, raw: &RawUsage, base: &Path) -> Usage {
+    let u = Usage {
+        spool: base.join(raw.spool.as_deref().unwrap_or("imgedge-usage.db")),
+        postgres: raw.postgres.as_deref().and_then(|v| secret(c, "usage.postgres", v)),
+        flush_interval: raw.flush_interval.map_or(Duration::from_secs(10), |d| d.0),
+        spool_max_batches: raw.spool_max_batches.unwrap_or(100_000),
+    };
+    if raw.spool.as_deref().is_some_and(str::is_empty) {
+        c.push("usage.spool", "must not be empty");
+    }
+    if let Some(url) = &u.postgres {
+        // a URL, or libpq's key=value form; never echo it: it may hold a password
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=')) {
+            c.push("usage.postgres", "must be a postgres:// URL or a key=value connection string");
+        }
+    }
+    if u.flush_interval.is_zero() || u.flush_interval > Duration::from_secs(3600) {
+        c.push("usage.flush_interval", "must be greater than 0 and at most 1h");
+    }
+    if u.spool_max_batches == 0 {
+        c.push("usage.spool_max_batches", "must be greater than 0");
+    }
+    u
+}
+
+/// Credits are kept in thousandths; more decimals would not add up exactly.
+fn billing(c: &mut Collector, at: &str, raw: &RawBilling) -> Billing {
+    let d = Credits::default();
+    let mut milli = |name: &str, v: Option<f64>, default: u64| match v {
+        None => default,
+        Some(v) if v.is_finite() && (0.0..=1e9).contains(&v) && ((v * 1000.0).round() - v * 1000.0).abs() < 1e-6 => {
+            (v * 1000.0).round() as u64
+        }
+        Some(_) => {
+            c.push(format!("{at}.credits.{name}"), "must be a number in 0..=1e9 with at most 3 decimals");
+            default
+        }
+    };
+    let r = &raw.credits;
+    Billing {
+        credits: Credits {
+            transform: milli("transform", r.transform, d.transform),
+            info: milli("info", r.info, d.info),
+            hit: milli("hit", r.hit, d.hit),
+            error: milli("error", r.error, d.error),
+        },
+        per_tenant_metrics: raw.per_tenant_metrics,
+    }
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -401,7 +481,7 @@ tenants:
         let bad = GOOD.replace("presets:", "presetz:");
         let e = load_str(&bad, Path::new("x.yaml")).unwrap_err();
         let p = &e.problems[0];
-        assert_eq!(p.path, "tenants[0]");
+        assert_eq!(p.path, "tenants[0].presetz");
         assert_eq!(p.tenant.as_deref(), Some("acme"));
         assert!(p.message.contains("unknown field `presetz`"), "{}", p.message);
         assert!(e.to_string().contains("x.yaml"));

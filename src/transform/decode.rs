@@ -36,14 +36,7 @@ impl Header {
         if width == 0 || height == 0 {
             return Err(TransformError::Decode(format!("{format} header has a zero dimension")));
         }
-        Ok(Header {
-            format,
-            width,
-            height,
-            orientation: Orientation::Normal,
-            cmyk: false,
-            animated: false,
-        })
+        Ok(Header { format, width, height, orientation: Orientation::Normal, cmyk: false, animated: false })
     }
 
     pub(crate) fn pixels(&self) -> u64 {
@@ -77,11 +70,7 @@ pub(crate) fn read_header(input: &[u8]) -> Result<Header, TransformError> {
 
 pub(crate) fn check_pixels(h: &Header, max_pixels: u64) -> Result<(), TransformError> {
     if h.pixels() > max_pixels {
-        return Err(TransformError::SourceTooLarge {
-            width: h.width,
-            height: h.height,
-            max_pixels,
-        });
+        return Err(TransformError::SourceTooLarge { width: h.width, height: h.height, max_pixels });
     }
     Ok(())
 }
@@ -118,10 +107,7 @@ fn exif_orientation(tiff: &[u8]) -> Orientation {
     exif::Reader::new()
         .read_raw(tiff.to_vec())
         .ok()
-        .and_then(|e| {
-            e.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
-                .and_then(|f| f.value.get_uint(0))
-        })
+        .and_then(|e| e.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
         .map_or(Orientation::Normal, Orientation::from_exif)
 }
 
@@ -284,13 +270,10 @@ fn decode_jpeg(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, Transfor
         // errors through the TurboJPEG API, and refuses some files (12-bit, odd
         // sampling). zune is lenient, so those still render; genuinely corrupt data
         // fails there too and becomes `Decode`.
-        Err(TurboError::Other(turbo)) => decode_with_image(input, ImageFormat::Jpeg, h)
-            .map_err(|e| match e {
-                TransformError::Decode(zune) => {
-                    TransformError::Decode(format!("{zune} (turbojpeg: {turbo})"))
-                }
-                other => other,
-            }),
+        Err(TurboError::Other(turbo)) => decode_with_image(input, ImageFormat::Jpeg, h).map_err(|e| match e {
+            TransformError::Decode(zune) => TransformError::Decode(format!("{zune} (turbojpeg: {turbo})")),
+            other => other,
+        }),
     }
 }
 
@@ -334,21 +317,14 @@ fn decode_turbo(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, TurboEr
     };
     let len = byte_len(w32, h32, channels).ok_or_else(|| TurboError::Other("JPEG too large".into()))?;
     let mut buf = vec![0u8; len];
-    let image = turbojpeg::Image {
-        pixels: &mut buf[..],
-        width: w,
-        pitch: w * channels.count(),
-        height: hh,
-        format,
-    };
+    let image = turbojpeg::Image { pixels: &mut buf[..], width: w, pitch: w * channels.count(), height: hh, format };
     dec.decompress(input, image)?;
     Pixels::new(w32, h32, channels, buf).map_err(|e| TurboError::Other(e.to_string()))
 }
 
 fn decode_webp(input: &[u8], h: &Header) -> Result<Pixels, TransformError> {
-    let img = webp::Decoder::new(input)
-        .decode()
-        .ok_or_else(|| TransformError::Decode("invalid or truncated WebP".into()))?;
+    let img =
+        webp::Decoder::new(input).decode().ok_or_else(|| TransformError::Decode("invalid or truncated WebP".into()))?;
     if (img.width(), img.height()) != (h.width, h.height) {
         return Err(TransformError::Decode("WebP size differs between headers".into()));
     }
@@ -357,11 +333,7 @@ fn decode_webp(input: &[u8], h: &Header) -> Result<Pixels, TransformError> {
 
 /// PNG, GIF (first frame), CMYK JPEG and animated WebP (first frame) through `image`,
 /// always with limits pinned to the header we already checked.
-fn decode_with_image(
-    input: &[u8],
-    format: ImageFormat,
-    h: &Header,
-) -> Result<Pixels, TransformError> {
+fn decode_with_image(input: &[u8], format: ImageFormat, h: &Header) -> Result<Pixels, TransformError> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(h.width);
     limits.max_image_height = Some(h.height);
@@ -369,9 +341,7 @@ fn decode_with_image(
     limits.max_alloc = Some(h.pixels().saturating_mul(8).saturating_add(64 << 20));
     let mut reader = ImageReader::with_format(Cursor::new(input), format);
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| TransformError::Decode(e.to_string()))?;
+    let img = reader.decode().map_err(|e| TransformError::Decode(e.to_string()))?;
     from_dynamic(img)
 }
 
@@ -384,12 +354,8 @@ fn from_dynamic(img: DynamicImage) -> Result<Pixels, TransformError> {
         DynamicImage::ImageRgb8(b) => Pixels::new(w, h, Channels::Rgb, b.into_raw()),
         DynamicImage::ImageRgba8(b) => Pixels::new(w, h, Channels::Rgba, b.into_raw()),
         DynamicImage::ImageLuma16(_) => Pixels::new(w, h, Channels::Gray, img.into_luma8().into_raw()),
-        DynamicImage::ImageLumaA16(_) => {
-            Pixels::new(w, h, Channels::GrayAlpha, img.into_luma_alpha8().into_raw())
-        }
-        other if other.color().has_alpha() => {
-            Pixels::new(w, h, Channels::Rgba, other.into_rgba8().into_raw())
-        }
+        DynamicImage::ImageLumaA16(_) => Pixels::new(w, h, Channels::GrayAlpha, img.into_luma_alpha8().into_raw()),
+        other if other.color().has_alpha() => Pixels::new(w, h, Channels::Rgba, other.into_rgba8().into_raw()),
         other => Pixels::new(w, h, Channels::Rgb, other.into_rgb8().into_raw()),
     }
 }

@@ -66,22 +66,13 @@ fn webp(img: &Pixels, quality: u8) -> Result<Vec<u8>, TransformError> {
     let (data, layout): (Cow<'_, [u8]>, webp::PixelLayout) = match img.channels {
         Channels::Rgb => (Cow::Borrowed(img.data()), webp::PixelLayout::Rgb),
         Channels::Rgba => (Cow::Borrowed(img.data()), webp::PixelLayout::Rgba),
-        Channels::Gray => (
-            Cow::Owned(img.data().iter().flat_map(|&g| [g, g, g]).collect()),
-            webp::PixelLayout::Rgb,
-        ),
+        Channels::Gray => (Cow::Owned(img.data().iter().flat_map(|&g| [g, g, g]).collect()), webp::PixelLayout::Rgb),
         Channels::GrayAlpha => (
-            Cow::Owned(
-                img.data()
-                    .chunks_exact(2)
-                    .flat_map(|p| [p[0], p[0], p[0], p[1]])
-                    .collect(),
-            ),
+            Cow::Owned(img.data().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect()),
             webp::PixelLayout::Rgba,
         ),
     };
-    let mut config =
-        webp::WebPConfig::new().map_err(|()| TransformError::Encode("libwebp config".into()))?;
+    let mut config = webp::WebPConfig::new().map_err(|()| TransformError::Encode("libwebp config".into()))?;
     config.lossless = 0;
     config.quality = f32::from(quality);
     config.alpha_compression = 1;

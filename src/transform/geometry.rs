@@ -117,12 +117,7 @@ fn round_px(v: f64) -> u32 {
 /// fill). For dpr < 1 imgproxy can return more than the dpr-scaled box; here the
 /// effective dpr never exceeds the requested one, so the output always fits
 /// `round(width × dpr) × round(height × dpr)`.
-pub(crate) fn plan(
-    src_w: u32,
-    src_h: u32,
-    opts: &Options,
-    max_result_dim: u32,
-) -> Result<Plan, TransformError> {
+pub(crate) fn plan(src_w: u32, src_h: u32, opts: &Options, max_result_dim: u32) -> Result<Plan, TransformError> {
     if src_w == 0 || src_h == 0 {
         return Err(TransformError::Decode("image has no pixels".into()));
     }
@@ -227,14 +222,7 @@ fn calc_scale(sw: f64, sh: f64, o: &Options, dpr: f64) -> (f64, f64, f64) {
 
 /// imgproxy's `calcPosition` for compass gravity: offsets >= 1 are pixels (times the
 /// effective dpr), smaller ones a fraction of the image size; the box stays inside.
-fn calc_position(
-    width: u32,
-    height: u32,
-    inner_w: u32,
-    inner_h: u32,
-    g: &Gravity,
-    dpr: f64,
-) -> (u32, u32) {
+fn calc_position(width: u32, height: u32, inner_w: u32, inner_h: u32, g: &Gravity, dpr: f64) -> (u32, u32) {
     let offset = |v: f64, size: u32| -> i64 {
         if !v.is_finite() {
             0
@@ -278,10 +266,7 @@ pub(crate) fn jpeg_shrink(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> u32
         return 1;
     }
     let shrink = (f64::from(src_w) / f64::from(dst_w)).min(f64::from(src_h) / f64::from(dst_h));
-    [8, 4, 2]
-        .into_iter()
-        .find(|&n| shrink >= f64::from(2 * n))
-        .unwrap_or(1)
+    [8, 4, 2].into_iter().find(|&n| shrink >= f64::from(2 * n)).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -381,16 +366,10 @@ mod tests {
     #[test]
     fn limits() {
         let o = opts(ResizingType::Fit, 9000, 0);
-        assert_eq!(
-            plan(600, 400, &o, 8192),
-            Err(TransformError::ResultTooLarge(9000, 8192))
-        );
+        assert_eq!(plan(600, 400, &o, 8192), Err(TransformError::ResultTooLarge(9000, 8192)));
         // Implicit size (no resize requested) over the limit.
         let o = opts(ResizingType::Fit, 0, 0);
-        assert_eq!(
-            plan(10000, 100, &o, 8192),
-            Err(TransformError::ResultTooLarge(10000, 8192))
-        );
+        assert_eq!(plan(10000, 100, &o, 8192), Err(TransformError::ResultTooLarge(10000, 8192)));
     }
 
     #[test]
@@ -436,8 +415,7 @@ mod tests {
             Just(GravityType::SouthEast),
             Just(GravityType::SouthWest),
         ];
-        (kinds, -500.0..500.0f64, -1.0..1.0f64)
-            .prop_map(|(kind, x, y)| Gravity { kind, x_offset: x, y_offset: y })
+        (kinds, -500.0..500.0f64, -1.0..1.0f64).prop_map(|(kind, x, y)| Gravity { kind, x_offset: x, y_offset: y })
     }
 
     proptest! {

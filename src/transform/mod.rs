@@ -102,3 +102,35 @@ pub fn probe(input: &[u8]) -> Result<Probe, TransformError> {
 pub fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {
     pipeline::run(input, opts, settings)
 }
+
+/// Pieces of the pipeline for `benches/transform.rs`. Not an API: hidden and unstable.
+#[doc(hidden)]
+pub mod bench {
+    use super::{decode, encode, pipeline, pixels, TransformError};
+    use crate::options::{Format, Options};
+
+    /// Decoded (and possibly transformed) pixels, opaque to the caller.
+    pub struct Pixels(pixels::Pixels);
+
+    impl Pixels {
+        pub fn dims(&self) -> (u32, u32) {
+            (self.0.width, self.0.height)
+        }
+    }
+
+    /// Header walk, pixel check and decode at 1/`shrink` (JPEG only), as `run` does.
+    pub fn decode(input: &[u8], shrink: u32) -> Result<Pixels, TransformError> {
+        let h = decode::read_header(input)?;
+        decode::check_pixels(&h, u64::MAX)?;
+        decode::decode(input, &h, shrink).map(Pixels)
+    }
+
+    /// Everything `run` does except encoding.
+    pub fn transform(input: &[u8], opts: &Options) -> Result<Pixels, TransformError> {
+        pipeline::transform(input, opts, &super::Settings::default()).map(|(px, _)| Pixels(px))
+    }
+
+    pub fn encode(img: &Pixels, format: Format, quality: u8) -> Result<Vec<u8>, TransformError> {
+        encode::encode(&img.0, format, quality)
+    }
+}

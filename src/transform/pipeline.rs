@@ -28,12 +28,7 @@ pub(crate) type Step = fn(&mut Ctx) -> Result<(), TransformError>;
 
 /// Resize first (it also crops when it runs), so that orient and flatten touch the
 /// small result; crop covers the no-resize case.
-const STEPS: &[Step] = &[
-    steps::resize::run,
-    steps::crop::run,
-    steps::orient::run,
-    steps::flatten::run,
-];
+const STEPS: &[Step] = &[steps::resize::run, steps::crop::run, steps::orient::run, steps::flatten::run];
 
 /// The requested format, or the source's; a source format we cannot write (GIF)
 /// falls back to PNG, which keeps its transparency. Explicitly asking for one is an
@@ -54,6 +49,14 @@ pub(crate) fn probe(input: &[u8]) -> Result<super::Probe, TransformError> {
 }
 
 pub(crate) fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {
+    let (img, out_format) = transform(input, opts, settings)?;
+    let quality = opts.quality.unwrap_or(settings.default_quality).clamp(1, 100);
+    let bytes = encode::encode(&img, out_format, quality)?;
+    Ok(Encoded { bytes, format: out_format, width: img.width, height: img.height })
+}
+
+/// Everything up to encoding: returns the final pixels and the format to write.
+pub(crate) fn transform(input: &[u8], opts: &Options, settings: &Settings) -> Result<(Pixels, Format), TransformError> {
     let header: Header = decode::read_header(input)?;
     let out_format = output_format(opts.format, header.format)?;
     decode::check_pixels(&header, settings.max_src_pixels)?;
@@ -79,10 +82,6 @@ pub(crate) fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<E
     for step in STEPS {
         step(&mut ctx)?;
     }
-
     debug_assert_eq!((ctx.img.width, ctx.img.height), plan.out_dims());
-
-    let quality = opts.quality.unwrap_or(settings.default_quality).clamp(1, 100);
-    let bytes = encode::encode(&ctx.img, out_format, quality)?;
-    Ok(Encoded { bytes, format: out_format, width: ctx.img.width, height: ctx.img.height })
+    Ok((ctx.img, out_format))
 }

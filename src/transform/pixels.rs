@@ -56,18 +56,11 @@ impl std::fmt::Debug for Pixels {
 
 /// Bytes needed for `width × height` pixels, or `None` on overflow.
 pub(crate) fn byte_len(width: u32, height: u32, channels: Channels) -> Option<usize> {
-    (width as usize)
-        .checked_mul(height as usize)?
-        .checked_mul(channels.count())
+    (width as usize).checked_mul(height as usize)?.checked_mul(channels.count())
 }
 
 impl Pixels {
-    pub(crate) fn new(
-        width: u32,
-        height: u32,
-        channels: Channels,
-        data: Vec<u8>,
-    ) -> Result<Pixels, TransformError> {
+    pub(crate) fn new(width: u32, height: u32, channels: Channels, data: Vec<u8>) -> Result<Pixels, TransformError> {
         check_len(width, height, channels, data.len())?;
         Ok(Pixels { width, height, channels, buf: Buf::Owned(data) })
     }
@@ -158,20 +151,12 @@ impl Pixels {
     }
 }
 
-fn check_len(
-    width: u32,
-    height: u32,
-    channels: Channels,
-    have: usize,
-) -> Result<(), TransformError> {
+fn check_len(width: u32, height: u32, channels: Channels, have: usize) -> Result<(), TransformError> {
     if width == 0 || height == 0 {
         return Err(TransformError::Decode("image has no pixels".into()));
     }
     match byte_len(width, height, channels) {
         Some(need) if need <= have => Ok(()),
-        _ => Err(TransformError::Decode(format!(
-            "pixel buffer too small for {width}x{height}x{}",
-            channels.count()
-        ))),
+        _ => Err(TransformError::Decode(format!("pixel buffer too small for {width}x{height}x{}", channels.count()))),
     }
 }

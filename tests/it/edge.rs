@@ -22,7 +22,7 @@ async fn signed_url_is_resized_in_the_requested_format() {
         let r = s.get(HOST, &sign(path)).await;
         assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
         assert_eq!(r.headers()["content-type"], mime, "{path}");
-        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable", "{path}");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable, stale-if-error=86400", "{path}");
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert!(r.headers()["etag"].to_str().unwrap().starts_with('"'), "strong etag");
         let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();

@@ -48,6 +48,13 @@ pub fn bin() -> &'static str {
 
 /// Config text for a server with the given `tenants:` YAML (a list, indented by two).
 pub fn config_text(dir: &Path, edge: u16, ops: u16, tenants: &str) -> String {
+    config_text_with(dir, edge, ops, tenants, DEFAULT_CACHE, "")
+}
+
+pub const DEFAULT_CACHE: &str = "  memory: 64MiB\n  max_object: 16MiB\n";
+
+/// Like `config_text`, with the `cache:` section's body and extra top-level YAML.
+pub fn config_text_with(dir: &Path, edge: u16, ops: u16, tenants: &str, cache: &str, extra: &str) -> String {
     let d = dir.display();
     format!(
         r#"pingora:
@@ -63,8 +70,7 @@ listen:
 render:
   workers: 2
 cache:
-  memory: 64MiB
-  max_object: 16MiB
+{cache}{extra}
 tenants:
 {tenants}"#
     )
@@ -87,19 +93,16 @@ pub fn local_tenant() -> String {
 
 impl Imgedge {
     pub async fn start(tenants: &str) -> Imgedge {
+        Self::start_with(tenants, DEFAULT_CACHE, "").await
+    }
+
+    /// Starts with a custom `cache:` section body and extra top-level YAML.
+    pub async fn start_with(tenants: &str, cache: &str, extra: &str) -> Imgedge {
         let dir = tempfile::tempdir().unwrap();
         let (edge, ops) = (free_port(), free_port());
         let config = dir.path().join("imgedge.yaml");
-        std::fs::write(&config, config_text(dir.path(), edge, ops, tenants)).unwrap();
-        let log = std::fs::File::create(dir.path().join("imgedge.log")).unwrap();
-        let child = Command::new(bin())
-            .arg("-c")
-            .arg(&config)
-            .env("IMGEDGE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        std::fs::write(&config, config_text_with(dir.path(), edge, ops, tenants, cache, extra)).unwrap();
+        let child = spawn(dir.path(), &config);
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
         let mut s = Imgedge {
             child,
@@ -111,6 +114,48 @@ impl Imgedge {
         };
         s.wait_ready().await;
         s
+    }
+
+    /// Graceful stop (SIGTERM), waiting up to 10 s for the process to exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("imgedge did not stop within 10 s:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no cleanup, no final flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Starts the process again on the same config, directory and ports.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.dir.path(), &self.config);
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -165,6 +210,18 @@ impl Imgedge {
             .find_map(|l| l.rsplit_once(' ').filter(|(name, _)| *name == series).map(|(_, v)| v.parse().unwrap()))
             .unwrap_or(0.0)
     }
+}
+
+fn spawn(dir: &Path, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("imgedge.log")).unwrap();
+    Command::new(bin())
+        .arg("-c")
+        .arg(config)
+        .env("IMGEDGE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Imgedge {

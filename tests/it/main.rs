@@ -3,8 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod pg;
 
+mod cache;
 mod cli;
 mod edge;
 mod ops;
 mod origins;
+mod usage;

@@ -59,9 +59,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<(), TransformError> {
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
         .crop(left, top, width, height)
         .use_alpha(false);
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(fir_err)?;
+    Resizer::new().resize(&src, &mut dst, &options).map_err(fir_err)?;
     if alpha {
         mul_div.divide_alpha_inplace(&mut dst).map_err(fir_err)?;
     }

@@ -1,0 +1,173 @@
+//! A flush batch: the counters and served billing keys of one flush interval, as stored
+//! in the spool (JSON, so an operator can read a pending batch with `sqlite3`) and
+//! applied to a ledger. Its permanent id is `{install id}:{spool sequence}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::month::Month;
+use super::recorder::{unslot, Counters, Slot, Snapshot, TenantBilling};
+use super::BillingKey;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub v: u32,
+    /// Unix seconds when the batch was cut.
+    pub created_at: u64,
+    /// Sorted by (month, tenant); one row per pair that had any activity.
+    pub rows: Vec<Row>,
+}
+
+/// One (month, tenant): counter deltas and the billing keys served in the interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// `YYYY-MM`, UTC.
+    pub month: String,
+    pub tenant: String,
+    pub requests: u64,
+    pub bytes_out: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub renders: u64,
+    pub errors: u64,
+    pub credits_milli: u64,
+    /// Billing keys (32 hex digits), sorted, each at most once.
+    pub keys: Vec<String>,
+}
+
+impl Row {
+    fn new(month: Month, tenant: &str, c: &Counters) -> Row {
+        Row {
+            month: month.to_string(),
+            tenant: tenant.to_owned(),
+            requests: c.requests,
+            bytes_out: c.bytes_out,
+            cache_hits: c.hits,
+            cache_misses: c.misses,
+            renders: c.renders,
+            errors: c.errors,
+            credits_milli: c.credits_milli,
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    /// Builds a batch from a snapshot, leaving out keys for which `skip` is true (keys an
+    /// earlier batch of this process already carries to the ledger).
+    pub fn from_snapshot(
+        s: &Snapshot,
+        tenants: &[TenantBilling],
+        skip: impl Fn(&(Slot, BillingKey)) -> bool,
+        created_at: u64,
+    ) -> Batch {
+        let mut rows: std::collections::BTreeMap<Slot, Row> = std::collections::BTreeMap::new();
+        let name = |slot: Slot| {
+            let (t, m) = unslot(slot);
+            (m, tenants.get(t as usize).map_or("", |t| &*t.id))
+        };
+        for (slot, c) in &s.counters {
+            let (m, t) = name(*slot);
+            rows.insert(*slot, Row::new(m, t, c));
+        }
+        for k in s.keys.iter().filter(|k| !skip(k)) {
+            // every key has a counters row (the request that served it); a zero row keeps
+            // that true even if a caller built the snapshot otherwise
+            let row = rows.entry(k.0).or_insert_with(|| {
+                let (m, t) = name(k.0);
+                Row::new(m, t, &Counters::default())
+            });
+            row.keys.push(k.1.to_hex());
+        }
+        let mut rows: Vec<Row> = rows.into_values().filter(|r| !r.tenant.is_empty()).collect();
+        for r in &mut rows {
+            r.keys.sort_unstable();
+        }
+        rows.sort_by(|a, b| (&a.month, &a.tenant).cmp(&(&b.month, &b.tenant)));
+        Batch { v: VERSION, created_at, rows }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.rows.iter().map(|r| r.requests).sum()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.rows.iter().map(|r| r.keys.len()).sum()
+    }
+
+    pub fn to_json(&self) -> String {
+        // a struct of strings and integers always serialises
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a stored batch: version, months and keys.
+    pub fn from_json(text: &str) -> Result<Batch, String> {
+        let b: Batch = serde_json::from_str(text).map_err(|e| format!("bad batch: {e}"))?;
+        if b.v != VERSION {
+            return Err(format!("unknown batch version {}", b.v));
+        }
+        for r in &b.rows {
+            if Month::parse(&r.month).is_none() {
+                return Err(format!("bad month {:?}", r.month));
+            }
+            if let Some(k) = r.keys.iter().find(|k| BillingKey::from_hex(k).is_none()) {
+                return Err(format!("bad billing key {k:?}"));
+            }
+        }
+        Ok(b)
+    }
+
+    /// Content digest stored with the batch id: a ledger that already holds the id with
+    /// another digest has met a different batch under the same id (a copied spool file).
+    pub fn digest(json: &str) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&blake3::hash(json.as_bytes()).as_bytes()[..16]);
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::recorder::{slot, CacheOutcome, Operation, Recorder, Request};
+    use super::*;
+    use crate::config::Credits;
+
+    #[test]
+    fn snapshot_to_batch_and_back() {
+        let credits = Credits { transform: 1000, info: 500, hit: 0, error: 0 };
+        let r = Recorder::new(
+            vec![TenantBilling { id: "b".into(), credits }, TenantBilling { id: "a".into(), credits }],
+            2,
+        );
+        let m = Month::parse("2026-11").unwrap();
+        for (t, k) in [("a", 7u128), ("b", 7), ("b", 9), ("b", 9)] {
+            let req = Request {
+                tenant: t,
+                operation: Operation::Transform,
+                status: 200,
+                cache: CacheOutcome::Miss,
+                bytes_out: 5,
+                billing_key: Some(BillingKey(k)),
+            };
+            r.record_in(&req, m);
+        }
+        let snap = r.drain();
+        let skip_b9 = |k: &(Slot, BillingKey)| *k == (slot(0, m), BillingKey(9));
+        let b = Batch::from_snapshot(&snap, r.tenants(), skip_b9, 1);
+        assert_eq!(b.rows.len(), 2);
+        assert_eq!((b.rows[0].tenant.as_str(), b.rows[0].requests, b.rows[0].keys.len()), ("a", 1, 1));
+        assert_eq!((b.rows[1].tenant.as_str(), b.rows[1].requests, b.rows[1].keys.len()), ("b", 3, 1));
+        assert_eq!(b.rows[1].keys[0], BillingKey(7).to_hex());
+        assert_eq!((b.requests(), b.key_count()), (4, 2));
+        let json = b.to_json();
+        assert_eq!(Batch::from_json(&json).unwrap(), b);
+        assert_eq!(Batch::digest(&json), Batch::digest(&b.to_json()));
+        assert!(Batch::from_json(&json.replace("2026-11", "2026-13")).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Usage metering for billing: per tenant and UTC calendar month, requests, bytes out,
+//! cache hits and misses, renders, errors, credits and unique transforms, counted
+//! exactly once.
+//!
+//! * [`recorder`] — the request path: sharded in-memory counters (no lock contention, no
+//!   I/O). The edge and render services report through [`edge_request`] and [`rendered`].
+//! * [`flusher`] — a background service: every `usage.flush_interval` the counters
+//!   become one [`batch::Batch`] in the SQLite [`spool`] (one transaction); a final
+//!   flush runs after the server has stopped.
+//! * Ledgers — without `usage.postgres` the spool file is the ledger (the batch is
+//!   applied in the transaction that records it); with it, batches wait in the spool
+//!   until [`pg`] has applied them, each in one transaction keyed by its permanent id
+//!   (`{install id}:{sequence}`), so a retried batch is never applied twice.
+//! * [`report`] — `imgedge usage`: the ledger's totals.
+//!
+//! Billing key: a keyed BLAKE3 hash (128 bits) of tenant ‖ canonical request, where the
+//! canonical request already holds the source and the options and never the signature or
+//! the expiry. An explicit output format is part of the transform (`@webp` and `@png` of
+//! one source are two unique transforms); a *negotiated* format (none exists yet) must be
+//! left out: [`BillingKey::for_request`] does that.
+
+pub mod batch;
+pub mod flusher;
+pub mod month;
+pub mod pg;
+pub mod recorder;
+pub mod report;
+pub mod spool;
+
+use std::sync::Arc;
+
+use once_cell::sync::{Lazy, OnceCell};
+use serde::Serialize;
+
+use crate::config::{Config, Tenant};
+use crate::metrics;
+use crate::options::ImageRequest;
+
+pub use flusher::{Flushed, Flusher, Service};
+pub use month::Month;
+pub use recorder::{CacheOutcome, Operation, Recorder, Request};
+
+/// The 128-bit billing key of one transform of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BillingKey(pub u128);
+
+/// The hash key: derived from a fixed context so that every process of a fleet computes
+/// the same billing key for the same transform (a per-install secret would make two
+/// processes count one transform twice).
+static HASH_KEY: Lazy<[u8; 32]> = Lazy::new(|| blake3::derive_key("imgedge billing key v1", b""));
+
+impl BillingKey {
+    /// The key of `canonical` (an `ImageRequest::canonical()` without a negotiated
+    /// format) for `tenant`. Parts are length-prefixed so no two pairs frame alike.
+    pub fn new(tenant: &str, canonical: &str) -> BillingKey {
+        let mut h = blake3::Hasher::new_keyed(&HASH_KEY);
+        for part in [tenant, canonical] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        BillingKey(u128::from_be_bytes(out))
+    }
+
+    /// The key of a request; a format chosen by negotiation (not by the URL) is left out,
+    /// so one transform served in several negotiated formats is one unique transform.
+    pub fn for_request(tenant: &str, req: &ImageRequest, format_negotiated: bool) -> BillingKey {
+        if format_negotiated && req.options.format.is_some() {
+            let mut r = req.clone();
+            r.options.format = None;
+            BillingKey::new(tenant, &r.canonical())
+        } else {
+            BillingKey::new(tenant, &req.canonical())
+        }
+    }
+
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<BillingKey> {
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u128::from_str_radix(s, 16).ok().map(BillingKey))
+            .flatten()
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+}
+
+/// One ledger line: a tenant's totals for a month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub month: String,
+    pub tenant: String,
+    pub requests: u64,
+    pub bytes_out: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub renders: u64,
+    pub errors: u64,
+    pub unique_transforms: u64,
+    /// Thousandths of a credit (exact); `imgedge usage` prints credits.
+    pub credits_milli: u64,
+}
+
+static RECORDER: OnceCell<Arc<Recorder>> = OnceCell::new();
+
+/// Makes `r` the process's recorder (the first call wins).
+pub fn install(r: Arc<Recorder>) {
+    let _ = RECORDER.set(r);
+}
+
+/// Builds the recorder, checks that the spool opens and the postgres URL parses, and
+/// installs the recorder. The spool is closed again: pingora may fork (daemon mode)
+/// before the flusher reopens it.
+pub fn start(config: &Config) -> Result<Arc<Flusher>, String> {
+    let u = &config.usage;
+    let spool = spool::Spool::open(&u.spool, u.postgres.is_none(), u.spool_max_batches)?;
+    let install_id = spool.install_id()?;
+    drop(spool);
+    if let Some(url) = &u.postgres {
+        pg::PgSink::new(url)?;
+    }
+    let recorder = Arc::new(Recorder::for_tenants(&config.tenants));
+    install(recorder.clone());
+    tracing::info!(
+        spool = %u.spool.display(),
+        install_id = %install_id,
+        ledger = if u.postgres.is_some() { "postgres" } else { "sqlite" },
+        flush_interval_ms = u.flush_interval.as_millis() as u64,
+        "usage metering"
+    );
+    Ok(Arc::new(Flusher::new(recorder, u.clone())))
+}
+
+/// Maps the edge's cache label (see `edge::cache_label`) to a billing outcome.
+fn cache_outcome(label: &str) -> CacheOutcome {
+    match label {
+        "hit" | "stale" | "revalidated" => CacheOutcome::Hit,
+        "miss" => CacheOutcome::Miss,
+        _ => CacheOutcome::None,
+    }
+}
+
+/// Counts one finished edge request of `tenant`. `canonical` is empty when the edge
+/// rejected the request before parsing it. Called from the edge's `logging` hook.
+pub fn edge_request(tenant: &Tenant, status: u16, cache_label: &str, bytes_out: u64, canonical: &str) {
+    if tenant.billing.per_tenant_metrics {
+        metrics::tenant_request(&tenant.id, status, cache_label, bytes_out);
+    }
+    let Some(r) = RECORDER.get() else { return };
+    let mut req = Request {
+        tenant: &tenant.id,
+        operation: Operation::Transform,
+        status,
+        cache: cache_outcome(cache_label),
+        bytes_out,
+        billing_key: None,
+    };
+    if !req.is_error() && !canonical.is_empty() {
+        // no format is negotiated today: the canonical request is the billing input as is
+        req.billing_key = Some(BillingKey::new(&tenant.id, canonical));
+    }
+    r.record(&req);
+}
+
+/// Counts one transform actually performed for `tenant` (render service).
+pub fn rendered(tenant: &str) {
+    if let Some(r) = RECORDER.get() {
+        r.record_render(tenant);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::options::{Format, ImageRequest, Options, Source};
+
+    #[test]
+    fn billing_key_is_stable_and_separates_inputs() {
+        let k = BillingKey::new("t1", "/w:100/plain/local:a.jpg");
+        // pinned: every process of a fleet, any version, must compute the same key
+        assert_eq!(k.to_hex(), BillingKey::new("t1", "/w:100/plain/local:a.jpg").to_hex());
+        assert_ne!(k, BillingKey::new("t2", "/w:100/plain/local:a.jpg"));
+        assert_ne!(BillingKey::new("ab", "c"), BillingKey::new("a", "bc"));
+        assert_eq!(BillingKey::from_hex(&k.to_hex()), Some(k));
+        assert_eq!(BillingKey::from_hex("xyz"), None);
+        assert_eq!(BillingKey::from_hex(&"g".repeat(32)), None);
+    }
+
+    #[test]
+    fn only_a_negotiated_format_is_left_out() {
+        let mut req = ImageRequest {
+            options: Options { width: 100, ..Options::default() },
+            source: Source { origin: "local".into(), key: "a.jpg".into() },
+        };
+        let plain = BillingKey::for_request("t", &req, false);
+        req.options.format = Some(Format::Webp);
+        let webp = BillingKey::for_request("t", &req, false);
+        assert_ne!(plain, webp, "an explicit format is part of the transform");
+        assert_eq!(BillingKey::for_request("t", &req, true), plain, "a negotiated one is not");
+    }
+}

@@ -1,0 +1,589 @@
+//! Usage metering through the running server: the ledger (SQLite, and PostgreSQL started
+//! here from Debian's package) equals what the client did, exactly; crashes lose at most
+//! one flush interval; graceful stops and upgrades lose nothing; a PostgreSQL outage
+//! delivers every batch once; `/metrics` matches the requests made.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use imgedge::usage::batch::{Batch, Row};
+use imgedge::usage::pg::{Applied, PgSink, SinkError};
+use imgedge::usage::spool::Spool;
+use imgedge::usage::{BillingKey, Totals};
+
+use crate::harness::{bin, images_dir, sign, Imgedge, DEFAULT_CACHE, KEY, SALT};
+use crate::pg::Pg;
+
+/// Two tenants: `t1` with default credits (transform 1, hit 0, error 0) and `t2` with
+/// its own prices and per-tenant metrics. Both serve `root`.
+fn tenants(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"  - id: t1
+    hosts: [img.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      local: {{type: local, root: "{r}"}}
+  - id: t2
+    hosts: [two.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      local: {{type: local, root: "{r}"}}
+    billing:
+      credits: {{transform: 2, hit: 0.25, error: 0.5}}
+      per_tenant_metrics: true
+"#
+    )
+}
+
+/// Credits in thousandths, as configured above: (success miss, hit, error).
+fn prices(host: &str) -> (u64, u64, u64) {
+    if host == "two.test" {
+        (2000, 250, 500)
+    } else {
+        (1000, 0, 0)
+    }
+}
+
+/// An origin directory with one good image and one that is not an image.
+fn origin_root() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(images_dir().join("coffee_600x400.jpg"), d.path().join("coffee.jpg")).unwrap();
+    std::fs::write(d.path().join("bad.jpg"), b"this is not an image at all").unwrap();
+    d
+}
+
+fn usage_yaml(interval: &str, postgres: Option<&str>) -> String {
+    let mut y = format!("usage:\n  flush_interval: {interval}\n");
+    if let Some(url) = postgres {
+        y.push_str(&format!("  postgres: \"{url}\"\n"));
+    }
+    y
+}
+
+async fn start(root: &Path, interval: &str, postgres: Option<&str>) -> Imgedge {
+    Imgedge::start_with(&tenants(root), DEFAULT_CACHE, &usage_yaml(interval, postgres)).await
+}
+
+fn spool_path(s: &Imgedge) -> PathBuf {
+    s.dir.path().join("imgedge-usage.db")
+}
+
+/// What the client saw of one tenant, priced as configured.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Tally {
+    requests: u64,
+    bytes_out: u64,
+    hits: u64,
+    misses: u64,
+    renders: u64,
+    errors: u64,
+    credits_milli: u64,
+}
+
+impl Tally {
+    fn of(t: &Totals) -> Tally {
+        Tally {
+            requests: t.requests,
+            bytes_out: t.bytes_out,
+            hits: t.cache_hits,
+            misses: t.cache_misses,
+            renders: t.renders,
+            errors: t.errors,
+            credits_milli: t.credits_milli,
+        }
+    }
+}
+
+/// Per tenant host: the tally; per (operation, status class, cache) label set: requests.
+#[derive(Debug, Default)]
+struct Seen {
+    tenants: BTreeMap<String, Tally>,
+    series: BTreeMap<(String, String, String), u64>,
+    bytes: u64,
+}
+
+impl Seen {
+    /// GETs `path` with `Host: host` and records what came back. `tenant` is false for a
+    /// host no tenant owns.
+    async fn get(&mut self, s: &Imgedge, host: &str, path: &str) -> u16 {
+        let r = s.get(host, path).await;
+        let status = r.status().as_u16();
+        let cache = r.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+        let body = r.bytes().await.unwrap();
+        let (cache, admitted) = match cache.as_deref() {
+            Some("HIT") => ("hit", true),
+            Some("STALE") => ("stale", true),
+            Some("MISS") => ("miss", true),
+            None => ("none", false),
+            Some(other) => panic!("x-cache {other}"),
+        };
+        let class = format!("{}xx", status / 100);
+        let op = if admitted { "transform" } else { "none" };
+        *self.series.entry((op.to_owned(), class, cache.to_owned())).or_default() += 1;
+        self.bytes += body.len() as u64;
+        if host != "nobody.test" {
+            let (miss_price, hit_price, error_price) = prices(host);
+            let t = self.tenants.entry(host.to_owned()).or_default();
+            let error = status >= 400;
+            t.requests += 1;
+            t.bytes_out += body.len() as u64;
+            t.hits += u64::from(cache == "hit" || cache == "stale");
+            t.misses += u64::from(cache == "miss");
+            t.renders += u64::from(cache == "miss" && status == 200);
+            t.errors += u64::from(error);
+            t.credits_milli += if error {
+                error_price
+            } else if cache == "hit" {
+                hit_price
+            } else {
+                miss_price
+            };
+        }
+        status
+    }
+
+    fn tally(&self, host: &str) -> Tally {
+        self.tenants.get(host).cloned().unwrap_or_default()
+    }
+}
+
+fn future() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600
+}
+
+/// The known mix. t1: one transform three ways (two spellings, an expiring URL: one
+/// unique transform), the same in WebP and PNG (explicit formats: two more), a
+/// cachebuster (one more), bad signatures, a missing source twice, a non-image, an
+/// expired URL. t2: one transform three times and a bad signature. Plus an unknown host.
+/// Returns the number of unique transforms per tenant host.
+async fn drive_mix(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> {
+    let a = sign("/w:100/plain/coffee.jpg");
+    let bad_sig = "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/w:100/plain/coffee.jpg";
+    let t1 = [
+        (a.clone(), 200),
+        (a.clone(), 200),
+        (a.clone(), 200),
+        (sign("/width:100/plain/coffee.jpg"), 200),
+        (sign(&format!("/exp:{}/w:100/plain/coffee.jpg", future())), 200),
+        (sign("/w:100/plain/coffee.jpg@webp"), 200),
+        (sign("/w:100/plain/coffee.jpg@webp"), 200),
+        (sign("/w:100/plain/coffee.jpg@png"), 200),
+        (sign("/w:100/cb:1/plain/coffee.jpg"), 200),
+        (bad_sig.to_owned(), 403),
+        (bad_sig.to_owned(), 403),
+        (sign("/w:100/plain/missing.jpg"), 404),
+        (sign("/w:100/plain/missing.jpg"), 404),
+        (sign("/w:100/plain/bad.jpg"), 415),
+        (sign("/exp:1/w:100/plain/coffee.jpg"), 404),
+    ];
+    for (path, want) in &t1 {
+        assert_eq!(seen.get(s, "img.test", path).await, *want, "{path}\n{}", s.log());
+    }
+    for (path, want) in [(a.clone(), 200), (a.clone(), 200), (a.clone(), 200), (bad_sig.to_owned(), 403)] {
+        assert_eq!(seen.get(s, "two.test", &path).await, want, "{path}");
+    }
+    assert_eq!(seen.get(s, "nobody.test", &a).await, 404);
+    BTreeMap::from([("img.test", 4), ("two.test", 1)])
+}
+
+const TENANT_OF: [(&str, &str); 2] = [("img.test", "t1"), ("two.test", "t2")];
+
+/// Ledger rows of the embedded ledger, by tenant.
+fn sqlite_ledger(path: &Path) -> BTreeMap<String, Totals> {
+    let spool = Spool::open_existing(path).unwrap();
+    spool.totals(None, None).unwrap().into_iter().map(|t| (t.tenant.clone(), t)).collect()
+}
+
+/// Polls `read` until `done` holds, for at most `limit`.
+async fn until<T>(limit: Duration, mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = read();
+        if done(&v) || Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_ledger_matches(ledger: &BTreeMap<String, Totals>, seen: &Seen, uniques: &BTreeMap<&str, u64>) {
+    assert_eq!(ledger.len(), 2, "one row per tenant (one month): {ledger:?}");
+    for (host, tenant) in TENANT_OF {
+        let row = &ledger[tenant];
+        assert_eq!(Tally::of(row), seen.tally(host), "{tenant}");
+        assert_eq!(row.unique_transforms, uniques[host], "{tenant} unique transforms");
+    }
+}
+
+#[tokio::test]
+async fn ledger_counts_a_known_mix_exactly() {
+    let root = origin_root();
+    let mut s = start(root.path(), "200ms", None).await;
+    let mut seen = Seen::default();
+    let uniques = drive_mix(&s, &mut seen).await;
+    // the numbers this mix must give, whatever the cache did in between
+    let t1 = seen.tally("img.test");
+    assert_eq!((t1.requests, t1.renders, t1.errors, t1.credits_milli), (15, 4, 6, 4000), "{t1:?}");
+    let t2 = seen.tally("two.test");
+    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (4, 2, 1, 1, 3000), "{t2:?}");
+
+    // periodic flushes bring everything into the ledger
+    let path = spool_path(&s);
+    let ledger = until(
+        Duration::from_secs(10),
+        || sqlite_ledger(&path),
+        |l| l.get("t1").map(|t| t.requests) == Some(15) && l.get("t2").map(|t| t.requests) == Some(4),
+    )
+    .await;
+    assert_ledger_matches(&ledger, &seen, &uniques);
+    let spool = Spool::open_existing(&path).unwrap();
+    let month = ledger["t1"].month.clone();
+    assert_eq!(spool.unique_set_size("t1", &month).unwrap(), 4);
+    assert_eq!(spool.unique_set_size("t2", &month).unwrap(), 1);
+
+    // a graceful stop adds nothing that was not there
+    s.stop();
+    assert_ledger_matches(&sqlite_ledger(&path), &seen, &uniques);
+
+    // and `imgedge usage` prints the same, as JSON and as a table
+    let out = Command::new(bin()).args(["usage", "--json", "-c"]).arg(&s.config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["tenant"], "t1");
+    assert_eq!(rows[0]["requests"], 15);
+    assert_eq!(rows[0]["unique_transforms"], 4);
+    assert_eq!(rows[1]["credits"], 3.0);
+    let out = Command::new(bin())
+        .args(["usage", "--tenant", "t2", "--month", &month, "-c"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("MONTH"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with(&format!("{month}  t2")), "{table}");
+    assert!(!table.contains("t1"), "{table}");
+    let out = Command::new(bin()).args(["usage", "--month", "2026-13", "-c"]).arg(&s.config).output().unwrap();
+    assert!(!out.status.success());
+}
+
+fn sample_value(v: &prometheus_parse::Value) -> f64 {
+    match v {
+        prometheus_parse::Value::Counter(x) | prometheus_parse::Value::Gauge(x) | prometheus_parse::Value::Untyped(x) => {
+            *x
+        }
+        prometheus_parse::Value::Histogram(h) => {
+            h.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count)
+        }
+        prometheus_parse::Value::Summary(_) => 0.0,
+    }
+}
+
+#[tokio::test]
+async fn metrics_match_the_requests_made() {
+    let root = origin_root();
+    let s = start(root.path(), "200ms", None).await;
+    let mut seen = Seen::default();
+    drive_mix(&s, &mut seen).await;
+    // wait for a flush so the usage series have moved too
+    let path = spool_path(&s);
+    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.get("t2").map(|t| t.requests) == Some(4)).await;
+
+    let text = s.ops_get("/metrics").await.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sum = |name: &str, filter: &dyn Fn(&prometheus_parse::Labels) -> bool| -> f64 {
+        scrape.samples.iter().filter(|s| s.metric == name && filter(&s.labels)).map(|s| sample_value(&s.value)).sum()
+    };
+
+    // every (operation, status class, cache) series equals what the client saw
+    let mut series = BTreeMap::new();
+    for s in scrape.samples.iter().filter(|s| s.metric == "imgedge_http_requests_total") {
+        let key = |n: &str| s.labels.get(n).unwrap().to_owned();
+        series.insert((key("operation"), key("status_class"), key("cache")), sample_value(&s.value) as u64);
+    }
+    assert_eq!(series, seen.series.clone().into_iter().collect());
+    assert_eq!(series.values().sum::<u64>(), 20);
+    assert_eq!(sum("imgedge_http_request_duration_seconds", &|_| true), 20.0);
+    assert_eq!(sum("imgedge_http_response_body_bytes_total", &|_| true), seen.bytes as f64);
+    assert_eq!(sum("imgedge_renders_total", &|l| l.get("outcome") == Some("ok")), 5.0);
+    assert_eq!(sum("imgedge_renders_total", &|_| true), 7.0, "5 renders, a missing source, a non-image");
+    assert_eq!(sum("imgedge_origin_errors_total", &|l| l.get("kind") == Some("not_found")), 1.0);
+    assert!(sum("imgedge_origin_body_bytes_total", &|_| true) > 0.0);
+    assert_eq!(sum("imgedge_renders_in_progress", &|_| true), 0.0);
+    assert_eq!(sum("imgedge_renders_queued", &|_| true), 0.0);
+
+    // per-tenant series only for the tenant that opted in
+    let t2 = seen.tally("two.test");
+    assert_eq!(sum("imgedge_tenant_http_requests_total", &|l| l.get("tenant") == Some("t2")), t2.requests as f64);
+    assert_eq!(sum("imgedge_tenant_http_requests_total", &|l| l.get("tenant") != Some("t2")), 0.0);
+    assert_eq!(sum("imgedge_tenant_http_response_body_bytes_total", &|_| true), t2.bytes_out as f64);
+
+    // the flusher's own series
+    assert!(sum("imgedge_usage_flushes_total", &|l| l.get("result") == Some("spooled")) >= 1.0);
+    assert_eq!(sum("imgedge_usage_spool_pending_batches", &|_| true), 0.0);
+    assert_eq!(sum("imgedge_usage_spool_full", &|_| true), 0.0);
+    assert!(sum("imgedge_usage_last_flush_timestamp_seconds", &|_| true) > 1.7e9);
+}
+
+/// Waits until PostgreSQL's row for `tenant` has `requests` requests (≤ `limit`).
+async fn pg_until(pg: &Pg, tenant: &str, requests: u64, limit: Duration) -> Totals {
+    let deadline = Instant::now() + limit;
+    loop {
+        let rows = pg.totals(tenant).await;
+        if rows.first().is_some_and(|r| r.requests == requests) || Instant::now() >= deadline {
+            assert_eq!(rows.len(), 1, "{rows:?}\n{}", pg.log());
+            return rows.into_iter().next().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Batch rows a spool has delivered (payload gone, shipped_at set) and still pending.
+fn spool_batches(path: &Path) -> (i64, u64) {
+    let spool = Spool::open_existing(path).unwrap();
+    let conn = rusqlite_count(path, "SELECT count(*) FROM batches WHERE shipped_at > 0");
+    (conn, spool.pending().unwrap().0)
+}
+
+fn rusqlite_count(path: &Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn two_processes_share_one_postgres_ledger() {
+    let pg = Pg::start();
+    let root = origin_root();
+    let url = pg.url();
+    let (mut p1, mut p2) =
+        tokio::join!(start(root.path(), "200ms", Some(&url)), start(root.path(), "200ms", Some(&url)));
+    // both serve A and B (each process renders them once: separate caches), then one
+    // transform each that the other never sees: four unique transforms, not six
+    let (a, b) = (sign("/w:90/plain/coffee.jpg"), sign("/w:90/plain/coffee.jpg@webp"));
+    let (c, d) = (sign("/w:91/plain/coffee.jpg"), sign("/w:92/plain/coffee.jpg"));
+    let mut s1 = Seen::default();
+    let mut s2 = Seen::default();
+    let run1 = async {
+        for path in [&a, &b, &a, &c, &b, &a] {
+            assert_eq!(s1.get(&p1, "img.test", path).await, 200);
+        }
+    };
+    let run2 = async {
+        for path in [&b, &a, &d, &a, &b, &d] {
+            assert_eq!(s2.get(&p2, "img.test", path).await, 200);
+        }
+    };
+    tokio::join!(run1, run2);
+    let (t1, t2) = (s1.tally("img.test"), s2.tally("img.test"));
+    let row = pg_until(&pg, "t1", 12, Duration::from_secs(20)).await;
+    let sum = Tally {
+        requests: t1.requests + t2.requests,
+        bytes_out: t1.bytes_out + t2.bytes_out,
+        hits: t1.hits + t2.hits,
+        misses: t1.misses + t2.misses,
+        renders: t1.renders + t2.renders,
+        errors: 0,
+        credits_milli: t1.credits_milli + t2.credits_milli,
+    };
+    assert_eq!(Tally::of(&row), sum);
+    assert_eq!(row.renders, 6, "each process renders its three transforms once");
+    assert_eq!(row.unique_transforms, 4, "A and B served by both processes count once");
+    assert_eq!(pg.count("SELECT count(*) FROM imgedge_unique_transforms WHERE tenant = 't1'").await, 4);
+
+    // stopping both adds nothing; every spooled batch is in the ledger exactly once
+    let (d1, d2) = (spool_path(&p1), spool_path(&p2));
+    p1.stop();
+    p2.stop();
+    let after = pg_until(&pg, "t1", 12, Duration::from_secs(5)).await;
+    assert_eq!(Tally::of(&after), sum);
+    let ((shipped1, pending1), (shipped2, pending2)) = (spool_batches(&d1), spool_batches(&d2));
+    assert_eq!((pending1, pending2), (0, 0));
+    assert_eq!(pg.count("SELECT count(*) FROM imgedge_usage_batches").await, shipped1 + shipped2);
+}
+
+fn row(tenant: &str, requests: u64, keys: &[u128]) -> Row {
+    Row {
+        month: "2026-11".into(),
+        tenant: tenant.into(),
+        requests,
+        bytes_out: 10 * requests,
+        cache_hits: 0,
+        cache_misses: requests,
+        renders: requests,
+        errors: 0,
+        credits_milli: 1000 * requests,
+        keys: keys.iter().map(|k| BillingKey(*k).to_hex()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn postgres_applies_a_retried_batch_once() {
+    let pg = Pg::start();
+    let mut sink = PgSink::new(&pg.url()).unwrap();
+    let b1 = Batch { v: 1, created_at: 1, rows: vec![row("x", 3, &[1, 2]), row("y", 1, &[1])] };
+    let j1 = b1.to_json();
+    assert_eq!(sink.apply("install-a:1", &Batch::digest(&j1), &b1).await, Ok(Applied::Applied));
+    // the acknowledgement was lost and the batch comes again
+    assert_eq!(sink.apply("install-a:1", &Batch::digest(&j1), &b1).await, Ok(Applied::Duplicate));
+    // a different batch under a used id is refused, not merged
+    let b2 = Batch { v: 1, created_at: 2, rows: vec![row("x", 5, &[3])] };
+    let j2 = b2.to_json();
+    assert_eq!(sink.apply("install-a:1", &Batch::digest(&j2), &b2).await, Err(SinkError::Collision));
+    // the next batch repeats key 2 and adds key 3
+    let b3 = Batch { v: 1, created_at: 3, rows: vec![row("x", 2, &[2, 3])] };
+    assert_eq!(sink.apply("install-b:1", &Batch::digest(&b3.to_json()), &b3).await, Ok(Applied::Applied));
+    let x = &sink.totals(Some("x"), None).await.unwrap()[0];
+    assert_eq!((x.month.as_str(), x.requests, x.unique_transforms, x.credits_milli), ("2026-11", 5, 3, 5000));
+    let y = &sink.totals(Some("y"), Some("2026-11")).await.unwrap()[0];
+    assert_eq!((y.requests, y.unique_transforms), (1, 1));
+    assert!(sink.totals(None, Some("2026-10")).await.unwrap().is_empty());
+    assert_eq!(pg.count("SELECT count(*) FROM imgedge_usage_batches").await, 2);
+}
+
+#[tokio::test]
+async fn postgres_outage_delivers_every_batch_once() {
+    let pg = Pg::start();
+    let root = origin_root();
+    let s = start(root.path(), "200ms", Some(&pg.url())).await;
+    let path = spool_path(&s);
+    let mut seen = Seen::default();
+    let a = sign("/w:80/plain/coffee.jpg");
+    for _ in 0..5 {
+        assert_eq!(seen.get(&s, "img.test", &a).await, 200);
+    }
+    pg_until(&pg, "t1", 5, Duration::from_secs(20)).await;
+
+    pg.stop_server();
+    // load while the ledger is down: every flush becomes a pending batch
+    let paths = [a.clone(), sign("/w:81/plain/coffee.jpg"), sign("/w:82/plain/coffee.jpg@webp")];
+    let outage = Instant::now();
+    let mut i = 0;
+    while outage.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(seen.get(&s, "img.test", &paths[i % paths.len()]).await, 200);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let pending = until(Duration::from_secs(5), || spool_batches(&path).1, |p| *p >= 3).await;
+    assert!(pending >= 3, "batches wait in the spool during the outage: {pending}");
+    assert!(s.metric("imgedge_usage_spool_pending_batches").await >= 3.0);
+    assert!(s.metric(r#"imgedge_usage_deliveries_total{result="error"}"#).await >= 1.0);
+
+    pg.start_server();
+    let t = seen.tally("img.test");
+    let row = pg_until(&pg, "t1", t.requests, Duration::from_secs(30)).await;
+    assert_eq!(Tally::of(&row), t, "every request once\n{}", s.log());
+    assert_eq!(row.unique_transforms, 3);
+    let pending = until(Duration::from_secs(5), || spool_batches(&path).1, |p| *p == 0).await;
+    assert_eq!(pending, 0);
+    let (shipped, _) = spool_batches(&path);
+    assert_eq!(pg.count("SELECT count(*) FROM imgedge_usage_batches").await, shipped, "each batch exactly once");
+    drop(s);
+    assert_eq!(Tally::of(&pg_until(&pg, "t1", t.requests, Duration::from_secs(5)).await), t);
+}
+
+#[tokio::test]
+async fn kill_9_loses_at_most_the_last_flush_interval() {
+    const INTERVAL: Duration = Duration::from_millis(200);
+    let root = origin_root();
+    let mut s = start(root.path(), "200ms", None).await;
+    let path = spool_path(&s);
+    let a = sign("/w:70/plain/coffee.jpg");
+    assert_eq!(s.get("img.test", &a).await.status(), 200);
+    // hits as fast as one client goes, each completion time noted
+    let mut done = vec![Instant::now()];
+    let load = Instant::now();
+    while load.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(s.get("img.test", &a).await.status(), 200);
+        done.push(Instant::now());
+    }
+    let killed = Instant::now();
+    s.kill9();
+
+    let ledger = sqlite_ledger(&path);
+    let counted = ledger.get("t1").map_or(0, |t| t.requests) as usize;
+    // a flush every INTERVAL; the margin covers the flush's own commit
+    let safe = done.iter().filter(|t| **t + INTERVAL + Duration::from_millis(150) <= killed).count();
+    assert!(counted <= done.len(), "counted {counted} of {} requests", done.len());
+    assert!(counted >= safe, "lost more than one flush interval: {counted} counted, {safe} were due");
+    // what was flushed is intact: the file checks out and every batch is in the ledger
+    assert_eq!(rusqlite_text(&path, "PRAGMA integrity_check"), "ok");
+    assert_eq!(rusqlite_count(&path, "SELECT coalesce(sum(requests), 0) FROM batches") as usize, counted);
+    eprintln!("kill -9: {} requests done, {counted} counted, {safe} due", done.len());
+
+    // the next run continues the same spool, and a graceful stop loses nothing
+    s.restart().await;
+    for _ in 0..5 {
+        assert_eq!(s.get("img.test", &a).await.status(), 200);
+    }
+    s.stop();
+    assert_eq!(sqlite_ledger(&path)["t1"].requests as usize, counted + 5);
+}
+
+fn rusqlite_text(path: &Path, sql: &str) -> String {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Kills the process on drop unless it has exited.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+#[tokio::test]
+async fn graceful_stop_and_upgrade_lose_nothing() {
+    let root = origin_root();
+    // no periodic flush: only the flushes at shutdown can record anything
+    let mut old = start(root.path(), "1h", None).await;
+    let path = spool_path(&old);
+    let a = sign("/w:60/plain/coffee.jpg");
+    for _ in 0..6 {
+        assert_eq!(old.get("img.test", &a).await.status(), 200);
+    }
+    // pingora's graceful upgrade: the new process waits for the listeners on
+    // upgrade_sock, the old one hands them over on SIGQUIT and exits
+    let sock = old.dir.path().join("upgrade.sock");
+    let log = std::fs::File::create(old.dir.path().join("imgedge-new.log")).unwrap();
+    let new = Reaper(
+        Command::new(bin())
+            .args(["-u", "-c"])
+            .arg(&old.config)
+            .env("IMGEDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    until(Duration::from_secs(10), || sock.exists(), |e| *e).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(old.pid(), "-QUIT");
+    assert!(old.wait_exit(Duration::from_secs(20)), "old process did not exit\n{}", old.log());
+    assert_eq!(sqlite_ledger(&path)["t1"].requests, 6, "the old process's final flush");
+    for _ in 0..4 {
+        let r = old.get("img.test", &a).await;
+        assert_eq!(r.status(), 200, "served by the new process");
+    }
+    signal(new.0.id(), "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut new = new;
+    while new.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "new process did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sqlite_ledger(&path)["t1"].requests, 10);
+    // one spool, one install id, two batches
+    assert_eq!(rusqlite_count(&path, "SELECT count(DISTINCT substr(batch_id, 1, 36)) FROM batches"), 1);
+    assert_eq!(rusqlite_count(&path, "SELECT count(*) FROM batches"), 2);
+}

@@ -6,11 +6,14 @@
 //!   what `usage::edge_request` does per successful request;
 //! * `record_2_threads` — two threads counting at once, each on its own shard (how
 //!   pingora's worker threads run);
+//! * `record_2_threads_independent` — the baseline for that: two threads on two separate
+//!   recorders (nothing shared at all), i.e. what the machine gives two busy threads;
 //! * `record_2_threads_one_shard` — the worst case: two threads forced onto one shard;
 //! * `drain_10k` — the flusher taking 10 000 counted requests out of the shards.
 
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -32,7 +35,9 @@ fn names() -> Vec<String> {
 }
 
 fn canonicals() -> Vec<String> {
-    (0..KEYS).map(|i| format!("/f:webp/h:{}/rt:fill/w:{}/plain/photos:products/shoe-{i}.jpg", 100 + i % 7, 200 + i)).collect()
+    (0..KEYS)
+        .map(|i| format!("/f:webp/h:{}/rt:fill/w:{}/plain/photos:products/shoe-{i}.jpg", 100 + i % 7, 200 + i))
+        .collect()
 }
 
 fn hit<'a>(tenant: &'a str, key: BillingKey) -> Request<'a> {
@@ -46,17 +51,22 @@ fn hit<'a>(tenant: &'a str, key: BillingKey) -> Request<'a> {
     }
 }
 
-/// Two threads each record `iters` hits at once; the time per hit per thread.
-fn two_threads(r: &Arc<Recorder>, iters: u64) -> Duration {
-    let start = Arc::new(Barrier::new(3));
-    let keys: Vec<BillingKey> = (0..KEYS as u128).map(|k| BillingKey(k * 0x9e37_79b9_7f4a_7c15)).collect();
-    let keys = Arc::new(keys);
+/// Two threads each record `iters` hits at once (into `rs[0]` and `rs[1]`, which may be
+/// one recorder); the slower thread's time, i.e. the time per hit per thread.
+fn two_threads(rs: [&Arc<Recorder>; 2], iters: u64) -> Duration {
+    // a spinning start: a futex barrier wakes the threads a millisecond apart, and short
+    // samples would then barely overlap
+    let ready = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..2)
         .map(|t| {
-            let (r, start, keys) = (r.clone(), start.clone(), keys.clone());
+            let (r, ready) = (rs[t].clone(), ready.clone());
             std::thread::spawn(move || {
                 let names = names();
-                start.wait();
+                let keys: Vec<BillingKey> = (0..KEYS as u128).map(|k| BillingKey(k * 0x9e37_79b9_7f4a_7c15)).collect();
+                ready.fetch_add(1, Ordering::SeqCst);
+                while ready.load(Ordering::SeqCst) < 2 {
+                    std::hint::spin_loop();
+                }
                 let t0 = Instant::now();
                 for i in 0..iters as usize {
                     r.record(black_box(&hit(&names[(i + t) % TENANTS], keys[i % KEYS])));
@@ -65,7 +75,6 @@ fn two_threads(r: &Arc<Recorder>, iters: u64) -> Duration {
             })
         })
         .collect();
-    start.wait();
     // the slower thread's time: both ran concurrently for at least that long
     handles.into_iter().map(|h| h.join().unwrap_or_default()).max().unwrap_or_default()
 }
@@ -99,15 +108,24 @@ fn bench(c: &mut Criterion) {
     let sharded = Arc::new(recorder(16));
     c.bench_function("record_2_threads", |b| {
         b.iter_custom(|iters| {
-            let d = two_threads(&sharded, iters);
+            let d = two_threads([&sharded, &sharded], iters);
             sharded.drain();
+            d
+        })
+    });
+    let (ra, rb) = (Arc::new(recorder(16)), Arc::new(recorder(16)));
+    c.bench_function("record_2_threads_independent", |b| {
+        b.iter_custom(|iters| {
+            let d = two_threads([&ra, &rb], iters);
+            ra.drain();
+            rb.drain();
             d
         })
     });
     let one = Arc::new(recorder(1));
     c.bench_function("record_2_threads_one_shard", |b| {
         b.iter_custom(|iters| {
-            let d = two_threads(&one, iters);
+            let d = two_threads([&one, &one], iters);
             one.drain();
             d
         })

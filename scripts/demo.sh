@@ -20,6 +20,7 @@ Try (each URL is signed with the demo tenant's key):
   curl -sv -o /tmp/cat.png     '$(sign 'rs:fill:300:300/g:we/plain/chelsea_451x300.png')'
 
 Sign your own: $bin sign -c $conf --tenant demo 'rs:fill:200:200/plain/rocket_427x640.jpg@webp'
+Usage so far (flushed every 10 s): $bin usage -c $conf
 
 MSG
 exec "$bin" -c "$conf"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing imgedge needs on Debian/Ubuntu, only if missing:
-# cmake (pingora's zlib-ng, libjpeg-turbo), nasm (libjpeg-turbo SIMD), a C toolchain.
+# cmake (pingora's zlib-ng, libjpeg-turbo), nasm (libjpeg-turbo SIMD), a C toolchain, and
+# the PostgreSQL server that the usage tests start on a loopback port of their own.
 # Idempotent; uses sudo when not root.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 
 if ((${#need[@]})); then
   sudo=""

@@ -9,6 +9,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
@@ -96,7 +97,11 @@ impl foyer::Code for Object {
     }
 }
 
-/// Counts memory-tier evictions for metrics.
+/// Objects in the memory tier: inserts minus departures (foyer reports every departure,
+/// replacements included).
+static MEMORY_ITEMS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts memory-tier departures and evictions for metrics.
 struct Evictions;
 
 impl EventListener for Evictions {
@@ -104,6 +109,7 @@ impl EventListener for Evictions {
     type Value = Object;
 
     fn on_leave(&self, reason: Event, _key: &u128, _value: &Object) {
+        MEMORY_ITEMS.fetch_sub(1, Ordering::Relaxed);
         if matches!(reason, Event::Evict) {
             metrics::cache_evicted(1);
         }
@@ -115,6 +121,8 @@ impl EventListener for Evictions {
 pub struct HybridStorage {
     settings: config::Cache,
     cache: OnceCell<HybridCache<u128, Object>>,
+    /// Disk I/O already reported, to turn foyer's running totals into counter increments.
+    disk_reported: [AtomicUsize; 2],
 }
 
 /// foyer's own runtime for disk I/O, created on first use (after any fork).
@@ -122,7 +130,7 @@ static FOYER_RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new(
 
 impl HybridStorage {
     pub fn new(settings: config::Cache) -> Self {
-        HybridStorage { settings, cache: OnceCell::new() }
+        HybridStorage { settings, cache: OnceCell::new(), disk_reported: [AtomicUsize::new(0), AtomicUsize::new(0)] }
     }
 
     async fn open(&self) -> std::result::Result<HybridCache<u128, Object>, String> {
@@ -202,7 +210,14 @@ impl HybridStorage {
 
     pub fn publish_metrics(&self) {
         if let Some(c) = self.cache.get() {
-            metrics::cache_size("memory", c.memory().usage());
+            metrics::cache_size("memory", c.memory().usage(), MEMORY_ITEMS.load(Ordering::Relaxed).max(0));
+            let stats = c.storage().statistics();
+            for (i, (op, total)) in
+                [("write", stats.disk_write_bytes()), ("read", stats.disk_read_bytes())].into_iter().enumerate()
+            {
+                let before = self.disk_reported[i].swap(total, Ordering::Relaxed);
+                metrics::cache_disk_io(op, total.saturating_sub(before));
+            }
         }
     }
 
@@ -220,6 +235,7 @@ impl HybridStorage {
 
     async fn write(&self, hash: u128, obj: Object) {
         if let Some(cache) = self.get().await {
+            MEMORY_ITEMS.fetch_add(1, Ordering::Relaxed);
             cache.insert(hash, obj);
             self.publish_metrics();
         }

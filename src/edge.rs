@@ -16,6 +16,7 @@ use pingora_cache::cache_control::CacheControl;
 use pingora_cache::filters::resp_cacheable;
 use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
+use pingora_limits::rate::Rate;
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
@@ -67,11 +68,13 @@ pub struct Edge {
     tenants: Tenants,
     cache: Arc<EdgeCache>,
     render_socket: String,
+    /// Requests per tenant in the current second, for `limits.rate_per_second`.
+    rate: Rate,
 }
 
 impl Edge {
     pub fn new(tenants: Tenants, cache: Arc<EdgeCache>, render_socket: String) -> Self {
-        Edge { tenants, cache, render_socket }
+        Edge { tenants, cache, render_socket, rate: Rate::new(std::time::Duration::from_secs(1)) }
     }
 
     /// Tenant, signature, options, expiry — everything that decides whether this request
@@ -83,6 +86,12 @@ impl Edge {
         }
         let tenant = self.tenants.resolve(req).ok_or(Error::UnknownTenant)?;
         ctx.tenant = Some(tenant.clone());
+        // before the signature, so a flood of bad signatures is limited too
+        let max_rate = tenant.limits.rate_per_second;
+        if max_rate > 0 && self.rate.observe(&tenant.id, 1) > max_rate as isize {
+            metrics::limit_rejected("tenant_rate");
+            return Err(Error::RateLimited);
+        }
         let path = req.uri.path();
         let (sig, rest) =
             signature::split_signed_path(path).ok_or(Error::Signature(signature::SignatureError::Missing))?;
@@ -125,6 +134,9 @@ async fn respond_error(session: &mut Session, e: &Error) -> Result<()> {
     resp.insert_header("content-length", body.len())?;
     resp.insert_header("cache-control", "no-store")?;
     resp.insert_header("x-content-type-options", "nosniff")?;
+    if let Some(secs) = e.retry_after() {
+        resp.insert_header("retry-after", secs)?;
+    }
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head).await?;
     if !head {

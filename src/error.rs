@@ -26,6 +26,18 @@ pub enum Error {
     Origin(String),
     #[error("origin timed out")]
     OriginTimeout,
+    /// An HTTP origin resolved to, or redirected to, an address or host it may not reach.
+    #[error("source address not allowed")]
+    SourceForbidden,
+    #[error("too many requests")]
+    RateLimited,
+    #[error("too many renders in progress for this tenant")]
+    TooManyRenders,
+    /// The render queue is full: answered at once rather than waiting.
+    #[error("server busy, retry later")]
+    Overloaded,
+    #[error("render timed out")]
+    RenderTimeout,
     #[error(transparent)]
     Transform(#[from] TransformError),
     #[error("render failed: {0}")]
@@ -44,7 +56,10 @@ impl Error {
             Error::Method => 405,
             Error::SourceTooBig(_) => 413,
             Error::Origin(_) => 502,
-            Error::OriginTimeout => 504,
+            Error::OriginTimeout | Error::RenderTimeout => 504,
+            Error::SourceForbidden => 403,
+            Error::RateLimited | Error::TooManyRenders => 429,
+            Error::Overloaded => 503,
             Error::Transform(t) => match t {
                 TransformError::UnsupportedSource | TransformError::UnsupportedOutput(_) => 415,
                 TransformError::SourceTooLarge { .. }
@@ -66,6 +81,14 @@ impl Error {
         }
     }
 
+    /// Seconds a client should wait before retrying (`Retry-After`), for load shedding.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited | Error::TooManyRenders | Error::Overloaded => Some(1),
+            _ => None,
+        }
+    }
+
     /// Low-cardinality category for metrics and logs.
     pub fn category(&self) -> &'static str {
         match self {
@@ -78,6 +101,11 @@ impl Error {
             Error::SourceTooBig(_) => "source_too_big",
             Error::Origin(_) => "origin",
             Error::OriginTimeout => "origin_timeout",
+            Error::SourceForbidden => "source_forbidden",
+            Error::RateLimited => "rate_limited",
+            Error::TooManyRenders => "too_many_renders",
+            Error::Overloaded => "overloaded",
+            Error::RenderTimeout => "render_timeout",
             Error::Transform(TransformError::Decode(_)) => "decode",
             Error::Transform(TransformError::Encode(_)) => "encode",
             Error::Transform(TransformError::UnsupportedSource)
@@ -99,6 +127,12 @@ mod tests {
         assert_eq!(Error::Options(OptionError::UnknownOption("x".into())).status(), 400);
         assert_eq!(Error::Transform(TransformError::UnsupportedSource).status(), 415);
         assert_eq!(Error::OriginTimeout.status(), 504);
+        assert_eq!(Error::RenderTimeout.status(), 504);
+        assert_eq!(Error::SourceForbidden.status(), 403);
+        assert_eq!((Error::RateLimited.status(), Error::RateLimited.retry_after()), (429, Some(1)));
+        assert_eq!((Error::Overloaded.status(), Error::Overloaded.retry_after()), (503, Some(1)));
+        assert_eq!(Error::TooManyRenders.status(), 429);
+        assert_eq!(Error::SourceTooBig(1).retry_after(), None);
         assert_eq!(Error::Origin("boom".into()).public_message(), "origin error");
     }
 }

@@ -16,5 +16,6 @@ pub mod origin;
 pub mod render;
 pub mod server;
 pub mod signature;
+pub mod ssrf;
 pub mod transform;
 pub mod usage;

@@ -20,6 +20,8 @@ struct Metrics {
     origin_bytes: IntCounter,
     cache_bytes: IntGaugeVec,
     cache_capacity: IntGaugeVec,
+    cache_items: IntGaugeVec,
+    cache_disk_io: IntCounterVec,
     cache_errors: IntCounterVec,
     cache_lock_wait: Histogram,
     cache_evictions: IntCounterVec,
@@ -116,6 +118,13 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         gauge_vec(&r, "imgedge_cache_size_bytes", "Bytes held by the cache, by tier (memory).", &["tier"]);
     let cache_capacity =
         gauge_vec(&r, "imgedge_cache_capacity_bytes", "Configured cache budget, by tier (memory, disk).", &["tier"]);
+    let cache_items = gauge_vec(&r, "imgedge_cache_items", "Objects held by the cache, by tier (memory).", &["tier"]);
+    let cache_disk_io = counter_vec(
+        &r,
+        "imgedge_cache_disk_io_bytes_total",
+        "Bytes written to and read from the disk tier, by op (write, read).",
+        &["op"],
+    );
     let cache_errors = counter_vec(
         &r,
         "imgedge_cache_errors_total",
@@ -196,6 +205,8 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         origin_bytes,
         cache_bytes,
         cache_capacity,
+        cache_items,
+        cache_disk_io,
         cache_errors,
         cache_lock_wait,
         cache_evictions,
@@ -286,8 +297,14 @@ pub fn origin_bytes(n: usize) {
     M.origin_bytes.inc_by(n as u64);
 }
 
-pub fn cache_size(tier: &str, bytes: usize) {
+pub fn cache_size(tier: &str, bytes: usize, items: i64) {
     M.cache_bytes.with_label_values(&[tier]).set(bytes as i64);
+    M.cache_items.with_label_values(&[tier]).set(items);
+}
+
+/// Bytes read from or written to the disk tier since the last report.
+pub fn cache_disk_io(op: &str, bytes: usize) {
+    M.cache_disk_io.with_label_values(&[op]).inc_by(bytes as u64);
 }
 
 pub fn cache_capacity(tier: &str, bytes: usize) {
@@ -345,4 +362,19 @@ pub fn gather() -> Vec<u8> {
     // encoding into a Vec cannot fail for well-formed metric families
     let _ = TextEncoder::new().encode(&M.registry.gather(), &mut out);
     out
+}
+
+/// Load shedding and rate limits (429/503), by reason: `render_queue_full`,
+/// `tenant_renders`, `tenant_rate`. Registered on first use.
+static LIMIT_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter_vec(
+        &M.registry,
+        "imgedge_limit_rejections_total",
+        "Requests refused by overload protection (503) or per-tenant limits (429), by reason.",
+        &["reason"],
+    )
+});
+
+pub fn limit_rejected(reason: &str) {
+    LIMIT_REJECTIONS.with_label_values(&[reason]).inc();
 }

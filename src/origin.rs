@@ -3,6 +3,7 @@
 //! `Content-Length` is never trusted — and bounded in time.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +13,13 @@ use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::config::{Limits, Origin, Tenant};
 use crate::error::Error;
 use crate::metrics;
+use crate::ssrf;
 
 /// A fetched original.
 #[derive(Debug)]
@@ -61,6 +64,7 @@ impl Origins {
                 Error::SourceNotFound => "not_found",
                 Error::OriginTimeout => "timeout",
                 Error::SourceTooBig(_) => "too_big",
+                Error::SourceForbidden => "forbidden",
                 _ => "error",
             }),
         }
@@ -91,13 +95,28 @@ fn map_error(e: object_store::Error) -> Error {
     match e {
         object_store::Error::NotFound { .. } => Error::SourceNotFound,
         other => {
-            if is_timeout(&other) {
+            if is_refused(&other) {
+                Error::SourceForbidden
+            } else if is_timeout(&other) {
                 Error::OriginTimeout
             } else {
                 Error::Origin(other.to_string())
             }
         }
     }
+}
+
+/// The DNS guard or the redirect policy refused the request (their errors carry
+/// [`ssrf::REFUSED`], somewhere down the source chain).
+fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains(ssrf::REFUSED) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -124,6 +143,65 @@ fn client_options(limits: &Limits) -> ClientOptions {
         .with_pool_idle_timeout(Duration::from_secs(60))
 }
 
+/// The HTTP origin's client: like object_store's own, plus redirects only within the
+/// same scheme, host and port, and (unless the tenant allows private addresses) a DNS
+/// guard that drops every non-public address before connecting.
+#[derive(Debug)]
+struct GuardedConnector {
+    allow_private: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl HttpConnector for GuardedConnector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let same = attempt.previous().first().is_some_and(|first| {
+                let next = attempt.url();
+                first.scheme() == next.scheme()
+                    && first.host_str() == next.host_str()
+                    && first.port_or_known_default() == next.port_or_known_default()
+            });
+            if !same {
+                attempt.error(ssrf::REFUSED)
+            } else if attempt.previous().len() > 5 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(redirects)
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if !self.allow_private {
+            b = b.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = b.build().map_err(|e| object_store::Error::Generic { store: "HTTP", source: Box::new(e) })?;
+        Ok(HttpClient::new(client))
+    }
+}
+
+/// System DNS, keeping only public addresses; checked per connection, so a name that
+/// rebinds to a private address later is still refused.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| ssrf::is_public(a.ip())).collect();
+            if addrs.is_empty() {
+                return Err(ssrf::REFUSED.into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 fn retry(limits: &Limits) -> RetryConfig {
     // one quick retry for transient failures; the overall deadline is ours, not the library's
     RetryConfig {
@@ -140,10 +218,15 @@ fn retry(limits: &Limits) -> RetryConfig {
 fn build_store(origin: &Origin, limits: &Limits) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     Ok(match origin {
         Origin::Local { root } => Arc::new(LocalFileSystem::new_with_prefix(root)?),
-        Origin::Http { base_url } => Arc::new(
+        Origin::Http { base_url, allow_private } => Arc::new(
             HttpBuilder::new()
                 .with_url(base_url.clone())
                 .with_client_options(client_options(limits))
+                .with_http_connector(GuardedConnector {
+                    allow_private: *allow_private,
+                    connect_timeout: limits.origin_connect_timeout,
+                    timeout: limits.origin_timeout,
+                })
                 .with_retry(retry(limits))
                 .build()?,
         ),

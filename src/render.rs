@@ -8,6 +8,7 @@
 //! headers itself, so render trusts them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
 use crate::config::Tenant;
@@ -37,37 +39,90 @@ pub struct Render {
     tenants: HashMap<String, TenantRuntime>,
     /// Bounds CPU-heavy work to the configured worker count.
     workers: Arc<Semaphore>,
+    /// Renders in flight (fetching, queued or transforming) and the most allowed:
+    /// `workers + queue`. Past it render sheds load with 503 instead of queueing.
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    /// Renders in flight per tenant, for `limits.max_concurrent_renders`.
+    per_tenant: Inflight,
+}
+
+/// Counts one admitted render; released on drop, whatever the outcome.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Render {
-    pub fn new(tenants: &[Arc<Tenant>], workers: usize) -> Result<Render, String> {
+    pub fn new(tenants: &[Arc<Tenant>], workers: usize, queue: usize) -> Result<Render, String> {
         let mut map = HashMap::new();
         for t in tenants {
             map.insert(t.id.clone(), TenantRuntime { tenant: t.clone(), origins: Origins::build(t)? });
         }
-        Ok(Render { tenants: map, workers: Arc::new(Semaphore::new(workers.max(1))) })
+        let workers = workers.max(1);
+        Ok(Render {
+            tenants: map,
+            workers: Arc::new(Semaphore::new(workers)),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: workers + queue,
+            per_tenant: Inflight::new(),
+        })
+    }
+
+    /// Admission: the global bound first (cheap, protects memory), then the tenant's.
+    fn admit(&self, rt: &TenantRuntime) -> Result<(Admitted<'_>, Option<pingora_limits::inflight::Guard>), Error> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            metrics::limit_rejected("render_queue_full");
+            return Err(Error::Overloaded);
+        }
+        let admitted = Admitted(&self.in_flight);
+        let max = rt.tenant.limits.max_concurrent_renders;
+        if max == 0 {
+            return Ok((admitted, None));
+        }
+        let (guard, count) = self.per_tenant.incr(&rt.tenant.id, 1);
+        if count > max as isize {
+            metrics::limit_rejected("tenant_renders");
+            return Err(Error::TooManyRenders);
+        }
+        Ok((admitted, Some(guard)))
     }
 
     async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Encoded, String, &Tenant), Error> {
         let rt = self.tenants.get(tenant_id).ok_or_else(|| Error::Internal(format!("unknown tenant {tenant_id:?}")))?;
+        let _admitted = self.admit(rt)?;
         let req = options::parse_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
         fetch_timer.observe_duration();
 
-        let queued = Instant::now();
-        let waiting = metrics::Queued::start();
-        let _permit = self.workers.acquire().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
-        drop(waiting);
-        metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
         let settings = rt.tenant.transform_settings();
         let opts = req.options.clone();
-        let transform_timer = metrics::render_span("transform").start_timer();
-        // CPU work leaves the async runtime; the permit above bounds how much runs at once
-        let encoded = tokio::task::spawn_blocking(move || transform::run(&bytes, &opts, &settings))
+        let work = async {
+            let queued = Instant::now();
+            let waiting = metrics::Queued::start();
+            let permit =
+                self.workers.clone().acquire_owned().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
+            drop(waiting);
+            metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
+            let transform_timer = metrics::render_span("transform").start_timer();
+            // CPU work leaves the async runtime. The permit moves into the task: a
+            // transform that outlives the render timeout still holds its worker.
+            let encoded = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                transform::run(&bytes, &opts, &settings)
+            })
             .await
             .map_err(|e| Error::Internal(format!("transform task: {e}")))??;
-        transform_timer.observe_duration();
+            transform_timer.observe_duration();
+            Ok::<_, Error>(encoded)
+        };
+        let encoded =
+            tokio::time::timeout(rt.tenant.limits.render_timeout, work).await.map_err(|_| Error::RenderTimeout)??;
         Ok((encoded, etag_for(tenant_id, &req, etag.as_deref()), &rt.tenant))
     }
 }
@@ -105,7 +160,11 @@ pub fn error_response(e: &Error, not_found_ttl: Option<u64>) -> Response<Vec<u8>
         _ => "no-store".to_owned(),
     };
     let body = format!("{}\n", e.public_message()).into_bytes();
-    Response::builder()
+    let mut builder = Response::builder();
+    if let Some(secs) = e.retry_after() {
+        builder = builder.header("retry-after", secs);
+    }
+    builder
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "text/plain; charset=utf-8")
         .header("content-length", body.len())

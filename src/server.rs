@@ -61,7 +61,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("render socket directory {}: {e}", dir.display()))?;
     }
 
-    let render = Render::new(&config.tenants, config.render.workers)?;
+    let render = Render::new(&config.tenants, config.render.workers, config.render.queue)?;
     let mut render_svc = Service::new("render".to_owned(), HttpServer::new_app(render));
     render_svc.threads = Some(config.render.threads);
     // only this user may talk to render: it trusts its request headers

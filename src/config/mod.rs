@@ -46,6 +46,9 @@ pub struct Render {
     pub threads: usize,
     /// CPU workers for decode/resize/encode.
     pub workers: usize,
+    /// Renders that may wait for a worker; past `workers + queue` in flight, render
+    /// answers 503 at once instead of piling up memory.
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +114,12 @@ pub struct Limits {
     pub max_result_dimension: u32,
     pub origin_connect_timeout: Duration,
     pub origin_timeout: Duration,
+    /// Queue wait plus transform time of one render.
+    pub render_timeout: Duration,
+    /// Requests per second per tenant; 0 = unlimited.
+    pub rate_per_second: u32,
+    /// Renders in flight per tenant; 0 = unlimited.
+    pub max_concurrent_renders: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +129,8 @@ pub enum Origin {
     },
     Http {
         base_url: String,
+        /// Private and loopback addresses allowed (an explicit operator choice).
+        allow_private: bool,
     },
     S3 {
         bucket: String,

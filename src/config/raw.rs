@@ -42,6 +42,7 @@ pub struct RawListen {
 pub struct RawRender {
     pub threads: Option<usize>,
     pub workers: Option<usize>,
+    pub queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,11 @@ pub struct RawLimits {
     pub max_result_dimension: Option<u32>,
     pub origin_connect_timeout: Option<Duration>,
     pub origin_timeout: Option<Duration>,
+    pub render_timeout: Option<Duration>,
+    /// Requests per second per tenant; 0 = unlimited.
+    pub rate_per_second: Option<u32>,
+    /// Renders (misses) in flight per tenant; 0 = unlimited.
+    pub max_concurrent_renders: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +163,9 @@ pub enum RawOrigin {
     },
     Http {
         base_url: String,
+        /// Allow private, loopback, link-local and CGNAT addresses (off: SSRF guard).
+        #[serde(default)]
+        allow_private: bool,
     },
     S3 {
         bucket: String,

@@ -16,6 +16,7 @@ const DEFAULT_MAX_SRC_MEGAPIXELS: f64 = 50.0;
 const DEFAULT_MAX_RESULT_DIMENSION: u32 = 8192;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TTL: Duration = Duration::from_secs(31_536_000);
 const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(86_400);
@@ -88,7 +89,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
             None | Some(0) => cores,
             Some(n) => n,
         },
+        queue: 0,
     };
+    // by default as many renders may wait as run: enough to absorb bursts, bounded memory
+    let render = Render { queue: raw.render.queue.unwrap_or(render.workers * 4), ..render };
 
     let max_object_bytes = raw.cache.max_object.map_or(16 << 20, |b| b.0) as usize;
     let disk = raw.cache.disk.as_ref().map(|d| super::DiskCache {
@@ -187,6 +191,13 @@ fn limits(c: &mut Collector, at: &str, raw: &RawLimits, base: Option<&Limits>) -
         origin_timeout: raw
             .origin_timeout
             .map_or_else(|| base.map_or(DEFAULT_ORIGIN_TIMEOUT, |b| b.origin_timeout), |d| d.0),
+        render_timeout: raw
+            .render_timeout
+            .map_or_else(|| base.map_or(DEFAULT_RENDER_TIMEOUT, |b| b.render_timeout), |d| d.0),
+        rate_per_second: raw.rate_per_second.unwrap_or_else(|| base.map_or(0, |b| b.rate_per_second)),
+        max_concurrent_renders: raw
+            .max_concurrent_renders
+            .unwrap_or_else(|| base.map_or(0, |b| b.max_concurrent_renders)),
     };
     if l.max_src_bytes == 0 {
         c.push(format!("{at}.max_src_bytes"), "must be greater than 0");
@@ -196,6 +207,9 @@ fn limits(c: &mut Collector, at: &str, raw: &RawLimits, base: Option<&Limits>) -
     }
     if l.origin_timeout.is_zero() || l.origin_connect_timeout.is_zero() {
         c.push(format!("{at}.origin_timeout"), "timeouts must be greater than 0");
+    }
+    if l.render_timeout.is_zero() {
+        c.push(format!("{at}.render_timeout"), "must be greater than 0");
     }
     l
 }
@@ -401,17 +415,27 @@ fn origin(c: &mut Collector, at: &str, o: &RawOrigin, base: &Path) -> Option<(Or
             }
             Some((Origin::Local { root }, None))
         }
-        RawOrigin::Http { base_url } => {
+        RawOrigin::Http { base_url, allow_private } => {
             if !is_http_url(base_url) {
                 c.push(format!("{at}.base_url"), "must be an http:// or https:// URL");
                 return None;
+            }
+            // IP literals never reach the DNS guard, so they are checked here once
+            if let Some(ip) = crate::ssrf::literal_host(base_url) {
+                if !allow_private && !crate::ssrf::is_public(ip) {
+                    c.push(
+                        format!("{at}.base_url"),
+                        format!("{ip} is a private, loopback or link-local address (set allow_private: true)"),
+                    );
+                    return None;
+                }
             }
             // the trailing slash keeps `https://a.com@evil.com` from matching the prefix
             let mut url = base_url.clone();
             if !url.ends_with('/') {
                 url.push('/');
             }
-            Some((Origin::Http { base_url: url.clone() }, Some(url)))
+            Some((Origin::Http { base_url: url.clone(), allow_private: *allow_private }, Some(url)))
         }
         RawOrigin::S3 { bucket, region, endpoint, virtual_hosted, access_key_id, secret_access_key, session_token } => {
             let before = c.problems.len();

@@ -49,7 +49,11 @@ struct State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flushed {
     Empty,
-    Spooled { id: String, requests: u64, keys: usize },
+    Spooled {
+        id: String,
+        requests: u64,
+        keys: usize,
+    },
     /// Kept in memory: the spool is full or failing.
     Deferred(String),
 }
@@ -115,6 +119,10 @@ impl Flusher {
 
     /// Moves everything counted so far into the spool as one batch. Blocking: SQLite I/O.
     pub fn flush(&self) -> Flushed {
+        self.flush_bounded(true)
+    }
+
+    fn flush_bounded(&self, enforce_bound: bool) -> Flushed {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.carry.merge(self.recorder.drain());
@@ -135,7 +143,7 @@ impl Flusher {
             return Flushed::Empty;
         }
         let appended = match self.open(&mut st.spool) {
-            Ok(spool) => spool.append(&batch),
+            Ok(spool) => spool.append(&batch, enforce_bound),
             Err(e) => Err(SpoolError::Sql(e)),
         };
         let result = match appended {
@@ -274,7 +282,7 @@ impl Flusher {
     /// Last flush, after pingora has stopped every service: nothing can be counted after
     /// it. With PostgreSQL, also tries (briefly) to deliver what is pending.
     pub fn final_flush(self: &Arc<Self>) {
-        match self.flush() {
+        match self.flush_bounded(false) {
             Flushed::Spooled { id, requests, .. } => tracing::info!(batch = %id, requests, "usage: final flush"),
             Flushed::Empty => tracing::info!("usage: final flush, nothing to record"),
             Flushed::Deferred(e) => tracing::error!(error = %e, "usage: final flush failed, counts lost"),
@@ -352,5 +360,63 @@ impl BackgroundService for Service {
             let _ = tokio::task::spawn_blocking(move || me.flush()).await;
             f.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Credits;
+    use crate::usage::recorder::{CacheOutcome, Operation, Request, TenantBilling};
+
+    fn hit(r: &Recorder, key: u128) {
+        r.record(&Request {
+            tenant: "t",
+            operation: Operation::Transform,
+            status: 200,
+            cache: CacheOutcome::Hit,
+            bytes_out: 1,
+            billing_key: Some(BillingKey(key)),
+        });
+    }
+
+    #[test]
+    fn a_full_spool_keeps_counts_in_memory_until_it_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            spool: dir.path().join("u.db"),
+            // never contacted here: only makes the spool wait for a remote ledger
+            postgres: Some("postgres://nobody@127.0.0.1:1/x".into()),
+            flush_interval: Duration::from_secs(1),
+            spool_max_batches: 1,
+        };
+        let r = Arc::new(Recorder::new(vec![TenantBilling { id: "t".into(), credits: Credits::default() }], 2));
+        let f = Flusher::new(r.clone(), settings);
+        assert_eq!(f.flush(), Flushed::Empty);
+        hit(&r, 1);
+        hit(&r, 1);
+        assert!(matches!(f.flush(), Flushed::Spooled { requests: 2, keys: 1, .. }));
+        // the spool is full (one batch waits): counts stay in memory, merged
+        hit(&r, 1);
+        hit(&r, 2);
+        assert!(matches!(f.flush(), Flushed::Deferred(_)));
+        hit(&r, 3);
+        assert!(matches!(f.flush(), Flushed::Deferred(_)));
+        assert_eq!(f.lock().carry.requests(), 3);
+        assert_eq!(f.with_spool(|s| s.pending()).unwrap().0, 1);
+        // the first batch is delivered: the next flush writes everything held, and key 1
+        // (already on its way in the first batch) is not sent again
+        f.with_spool(|s| {
+            let p = s.next_pending(0)?.unwrap();
+            s.mark_shipped(p.seq)
+        })
+        .unwrap();
+        assert!(matches!(f.flush(), Flushed::Spooled { requests: 3, keys: 2, .. }));
+        let p = f.with_spool(|s| s.next_pending(0)).unwrap().unwrap();
+        let b = Batch::from_json(&p.payload).unwrap();
+        assert_eq!(b.requests(), 3);
+        assert_eq!(b.rows[0].keys, vec![BillingKey(2).to_hex(), BillingKey(3).to_hex()]);
+        assert_eq!(f.lock().carry.requests(), 0);
     }
 }

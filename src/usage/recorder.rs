@@ -159,13 +159,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn with_capacity(counters: usize, keys: usize) -> Snapshot {
-        Snapshot {
-            counters: HashMap::with_capacity_and_hasher(counters, Fx::default()),
-            keys: HashSet::with_capacity_and_hasher(keys, Fx::default()),
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.counters.is_empty() && self.keys.is_empty()
     }
@@ -187,12 +180,30 @@ impl Snapshot {
     }
 }
 
-/// A shard on its own cache lines, so that two threads' counters never share one.
+#[derive(Default)]
+struct ShardData {
+    snap: Snapshot,
+    /// Sizes at the last drain: the owning thread reserves this much on its first event
+    /// after a drain (one allocation per interval, in its own allocator arena), so the
+    /// tables do not regrow on the request path and a drain holds each lock for a swap.
+    hint: (usize, usize),
+}
+
+impl ShardData {
+    #[inline]
+    fn reserve(&mut self) {
+        if self.snap.counters.capacity() == 0 {
+            self.snap.counters.reserve(self.hint.0.max(8));
+        }
+    }
+}
+
+/// A shard on its own cache lines, so that two threads' mutexes never share one.
 #[repr(align(128))]
-struct Shard(Mutex<Snapshot>);
+struct Shard(Mutex<ShardData>);
 
 impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Snapshot> {
+    fn lock(&self) -> MutexGuard<'_, ShardData> {
         // a panic while holding the lock leaves plain counters behind: keep using them
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,15 +234,17 @@ impl Recorder {
     /// `shards` is rounded up to at least 1; a few per core keeps threads apart.
     pub fn new(tenants: Vec<TenantBilling>, shards: usize) -> Recorder {
         let index = tenants.iter().enumerate().map(|(i, t)| (Box::from(&*t.id), i as u32)).collect();
-        let shards = (0..shards.max(1)).map(|_| Shard(Mutex::new(Snapshot::default()))).collect();
+        let shards = (0..shards.max(1)).map(|_| Shard(Mutex::new(ShardData::default()))).collect();
         Recorder { tenants, index, shards }
     }
 
     /// A recorder for the configured tenants, with four shards per core (at least 16).
     pub fn for_tenants(tenants: &[Arc<crate::config::Tenant>]) -> Recorder {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let billing =
-            tenants.iter().map(|t| TenantBilling { id: Arc::from(t.id.as_str()), credits: t.billing.credits }).collect();
+        let billing = tenants
+            .iter()
+            .map(|t| TenantBilling { id: Arc::from(t.id.as_str()), credits: t.billing.credits })
+            .collect();
         Recorder::new(billing, (cores * 4).max(16))
     }
 
@@ -275,7 +288,10 @@ impl Recorder {
             }
         };
         let s = slot(idx, month);
-        let mut shard = self.shard().lock();
+        let mut guard = self.shard().lock();
+        guard.reserve();
+        let hint_keys = guard.hint.1;
+        let shard = &mut guard.snap;
         let e = shard.counters.entry(s).or_default();
         e.requests += 1;
         e.bytes_out += r.bytes_out;
@@ -284,6 +300,9 @@ impl Recorder {
         e.errors += u64::from(error);
         e.credits_milli += credits;
         if let (Some(k), false) = (r.billing_key, error) {
+            if shard.keys.capacity() == 0 {
+                shard.keys.reserve(hint_keys.max(64));
+            }
             shard.keys.insert((s, k));
         }
     }
@@ -295,24 +314,24 @@ impl Recorder {
 
     pub fn record_render_in(&self, tenant: &str, month: Month) {
         let Some((idx, _)) = self.tenant(tenant) else { return };
-        self.shard().lock().counters.entry(slot(idx, month)).or_default().renders += 1;
+        let mut guard = self.shard().lock();
+        guard.reserve();
+        guard.snap.counters.entry(slot(idx, month)).or_default().renders += 1;
     }
 
     /// Takes everything counted so far out of every shard.
     pub fn drain(&self) -> Snapshot {
         let mut out = Snapshot::default();
         for shard in self.shards.iter() {
-            // allocate the replacement outside the lock, as large as the shard was, so that
-            // request threads neither wait for the allocation nor regrow the tables
-            let (nc, nk) = {
-                let g = shard.lock();
-                if g.is_empty() {
+            // O(1) under the lock: empty tables allocate nothing; the owner reserves later
+            let taken = {
+                let mut g = shard.lock();
+                if g.snap.is_empty() {
                     continue;
                 }
-                (g.counters.len(), g.keys.len())
+                g.hint = (g.snap.counters.len(), g.snap.keys.len());
+                std::mem::take(&mut g.snap)
             };
-            let fresh = Snapshot::with_capacity(nc, nk);
-            let taken = std::mem::replace(&mut *shard.lock(), fresh);
             out.merge(taken);
         }
         out
@@ -375,7 +394,7 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            vec![(slot(0, m), BillingKey(1)), (slot(0, m.prev()), BillingKey(3)), (slot(1, m), BillingKey(1))]
+            vec![(slot(0, m.prev()), BillingKey(3)), (slot(0, m), BillingKey(1)), (slot(1, m), BillingKey(1))]
         );
         assert!(r.drain().is_empty(), "a drain takes everything");
     }

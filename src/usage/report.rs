@@ -75,8 +75,7 @@ fn to_table(ledger: &str, rows: &[Totals], pending: Option<u64>) -> String {
             credits(t.credits_milli),
         ]);
     }
-    let widths: Vec<usize> =
-        (0..head.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..head.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for l in &lines {
         let cells: Vec<String> = l

@@ -60,7 +60,9 @@ pub const KEEP_SHIPPED: Duration = Duration::from_secs(7 * 86_400);
 #[derive(Debug)]
 pub enum SpoolError {
     /// `spool_max_batches` batches are waiting for the sink.
-    Full { pending: u64 },
+    Full {
+        pending: u64,
+    },
     Sql(String),
 }
 
@@ -186,8 +188,9 @@ impl Spool {
 
     /// Records a batch durably: with the embedded ledger, applies it in the same
     /// transaction; otherwise keeps it pending for the sink, unless `max_pending` batches
-    /// already wait.
-    pub fn append(&mut self, batch: &Batch) -> Result<Appended, SpoolError> {
+    /// already wait and `enforce_bound` is set (the final flush writes regardless: one
+    /// batch over the bound beats losing it at exit).
+    pub fn append(&mut self, batch: &Batch, enforce_bound: bool) -> Result<Appended, SpoolError> {
         let json = batch.to_json();
         let digest = Batch::digest(&json);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -196,9 +199,10 @@ impl Spool {
             apply_local(&tx, batch)?;
             a
         } else {
-            let pending: i64 = tx.query_row("SELECT count(*) FROM batches WHERE shipped_at IS NULL", [], |r| r.get(0))?;
+            let pending: i64 =
+                tx.query_row("SELECT count(*) FROM batches WHERE shipped_at IS NULL", [], |r| r.get(0))?;
             let pending = pending as u64;
-            if pending >= self.max_pending {
+            if enforce_bound && pending >= self.max_pending {
                 return Err(SpoolError::Full { pending });
             }
             Self::insert(&tx, batch, Some(&json), &digest)?
@@ -270,14 +274,19 @@ impl Spool {
         while let Some(p) = self.next_pending(0)? {
             let batch = Batch::from_json(&p.payload)?;
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-            apply_local(&tx, &batch).map_err(sql)?;
-            tx.execute(
-                "UPDATE batches SET shipped_at = ?1, payload = NULL WHERE seq = ?2 AND shipped_at IS NULL",
-                params![i64_of(unix_now()), p.seq],
-            )
-            .map_err(sql)?;
+            // claim it inside the transaction: another process sharing the spool (an
+            // upgrade's other half) may have applied it since it was read
+            let claimed = tx
+                .execute(
+                    "UPDATE batches SET shipped_at = ?1, payload = NULL WHERE seq = ?2 AND shipped_at IS NULL",
+                    params![i64_of(unix_now()), p.seq],
+                )
+                .map_err(sql)?;
+            if claimed == 1 {
+                apply_local(&tx, &batch).map_err(sql)?;
+                n += 1;
+            }
             tx.commit().map_err(sql)?;
-            n += 1;
         }
         Ok(n)
     }
@@ -324,9 +333,11 @@ impl Spool {
     /// must equal.
     pub fn unique_set_size(&self, tenant: &str, month: &str) -> Result<u64, String> {
         self.conn
-            .query_row("SELECT count(*) FROM unique_transforms WHERE tenant = ?1 AND month = ?2", [tenant, month], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM unique_transforms WHERE tenant = ?1 AND month = ?2",
+                [tenant, month],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(sql)
     }
@@ -345,8 +356,9 @@ fn apply_local(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
             renders = renders + excluded.renders, errors = errors + excluded.errors,
             credits_milli = credits_milli + excluded.credits_milli",
     )?;
-    let mut insert_key =
-        tx.prepare_cached("INSERT INTO unique_transforms (month, tenant, key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?;
+    let mut insert_key = tx.prepare_cached(
+        "INSERT INTO unique_transforms (month, tenant, key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
     let mut add_unique = tx.prepare_cached(
         "UPDATE usage_monthly SET unique_transforms = unique_transforms + ?3 WHERE month = ?1 AND tenant = ?2",
     )?;
@@ -406,8 +418,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/usage.db");
         let mut s = Spool::open(&path, true, 10).unwrap();
-        let a = s.append(&batch(vec![row("t", 3, &[1, 2]), row("u", 1, &[1])])).unwrap();
-        let b = s.append(&batch(vec![row("t", 2, &[2, 3])])).unwrap();
+        let a = s.append(&batch(vec![row("t", 3, &[1, 2]), row("u", 1, &[1])]), true).unwrap();
+        let b = s.append(&batch(vec![row("t", 2, &[2, 3])]), true).unwrap();
         assert_eq!(b.seq, a.seq + 1);
         assert!(a.id.ends_with(":1") && b.id.ends_with(":2"), "{a:?} {b:?}");
         let t = s.totals(Some("t"), None).unwrap();
@@ -423,7 +435,7 @@ mod tests {
         drop(s);
         let mut s = Spool::open(&path, true, 10).unwrap();
         assert_eq!(s.install_id().unwrap(), id);
-        assert_eq!(s.append(&batch(vec![row("t", 1, &[])])).unwrap().id, format!("{id}:3"));
+        assert_eq!(s.append(&batch(vec![row("t", 1, &[])]), true).unwrap().id, format!("{id}:3"));
     }
 
     #[test]
@@ -431,9 +443,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("usage.db");
         let mut s = Spool::open(&path, false, 2).unwrap();
-        s.append(&batch(vec![row("t", 1, &[1])])).unwrap();
-        s.append(&batch(vec![row("t", 2, &[2])])).unwrap();
-        assert!(matches!(s.append(&batch(vec![row("t", 4, &[])])), Err(SpoolError::Full { pending: 2 })));
+        s.append(&batch(vec![row("t", 1, &[1])]), true).unwrap();
+        s.append(&batch(vec![row("t", 2, &[2])]), true).unwrap();
+        assert!(matches!(s.append(&batch(vec![row("t", 4, &[])]), true), Err(SpoolError::Full { pending: 2 })));
+        // the final flush may go one over
+        let over = s.append(&batch(vec![row("t", 4, &[])]), false).unwrap();
+        assert_eq!(s.pending().unwrap().0, 3);
+        s.mark_shipped(over.seq).unwrap();
         assert_eq!(s.pending().unwrap().0, 2);
         let p = s.next_pending(0).unwrap().unwrap();
         assert_eq!(Batch::from_json(&p.payload).unwrap().requests(), 1);
@@ -453,6 +469,6 @@ mod tests {
         assert_eq!(s.apply_pending_locally().unwrap(), 1);
         assert_eq!(s.totals(None, None).unwrap()[0].requests, 2);
         assert_eq!(s.pending().unwrap().0, 0);
-        assert_eq!(s.prune(unix_now() + 1).unwrap(), 3);
+        assert_eq!(s.prune(unix_now() + 1).unwrap(), 4);
     }
 }

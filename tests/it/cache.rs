@@ -127,7 +127,7 @@ async fn stale_if_error_serves_the_expired_copy_when_the_origin_is_down() {
     hosts: [{host}]
     keys: [{{key: "{KEY}", salt: "{SALT}"}}]
     origins:
-      site: {{type: http, base_url: "http://{}/"}}
+      site: {{type: http, base_url: "http://{}/", allow_private: true}}
     cache: {{ttl: 1s, stale_if_error: {sie}}}
 "#,
             origin.addr

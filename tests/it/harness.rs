@@ -226,6 +226,9 @@ fn spawn(dir: &Path, config: &Path) -> Child {
 
 impl Drop for Imgedge {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM first so pingora cleans up its sockets; then make sure it is gone
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(5);

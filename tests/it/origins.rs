@@ -10,7 +10,7 @@ fn http_tenant(base: &str, timeout: &str) -> String {
     hosts: [web.test]
     keys: [{{key: "{KEY}", salt: "{SALT}"}}]
     origins:
-      site: {{type: http, base_url: "{base}"}}
+      site: {{type: http, base_url: "{base}", allow_private: true}}
     limits:
       origin_timeout: {timeout}
 "#

@@ -258,27 +258,24 @@ async fn ledger_counts_a_known_mix_exactly() {
     assert_eq!(rows[0]["requests"], 15);
     assert_eq!(rows[0]["unique_transforms"], 4);
     assert_eq!(rows[1]["credits"], 3.0);
-    let out = Command::new(bin())
-        .args(["usage", "--tenant", "t2", "--month", &month, "-c"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(bin()).args(["usage", "--tenant", "t2", "--month", &month, "-c"]).arg(&s.config).output().unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("MONTH"), "{table}");
     assert!(table.lines().nth(1).unwrap().starts_with(&format!("{month}  t2")), "{table}");
     assert!(!table.contains("t1"), "{table}");
+    let out = Command::new(bin()).args(["usage", "-c"]).arg(&s.config).output().unwrap();
+    eprintln!("client saw: {:?}\nimgedge usage:\n{}", seen.tenants, String::from_utf8_lossy(&out.stdout));
     let out = Command::new(bin()).args(["usage", "--month", "2026-13", "-c"]).arg(&s.config).output().unwrap();
     assert!(!out.status.success());
 }
 
 fn sample_value(v: &prometheus_parse::Value) -> f64 {
     match v {
-        prometheus_parse::Value::Counter(x) | prometheus_parse::Value::Gauge(x) | prometheus_parse::Value::Untyped(x) => {
-            *x
-        }
-        prometheus_parse::Value::Histogram(h) => {
-            h.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count)
-        }
+        prometheus_parse::Value::Counter(x)
+        | prometheus_parse::Value::Gauge(x)
+        | prometheus_parse::Value::Untyped(x) => *x,
+        prometheus_parse::Value::Histogram(h) => h.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count),
         prometheus_parse::Value::Summary(_) => 0.0,
     }
 }
@@ -505,8 +502,9 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
 
     let ledger = sqlite_ledger(&path);
     let counted = ledger.get("t1").map_or(0, |t| t.requests) as usize;
-    // a flush every INTERVAL; the margin covers the flush's own commit
-    let safe = done.iter().filter(|t| **t + INTERVAL + Duration::from_millis(150) <= killed).count();
+    // a flush every INTERVAL; the margin covers the flush's own commit (an fsync) and
+    // scheduling on a busy two-core machine
+    let safe = done.iter().filter(|t| **t + INTERVAL + Duration::from_millis(300) <= killed).count();
     assert!(counted <= done.len(), "counted {counted} of {} requests", done.len());
     assert!(counted >= safe, "lost more than one flush interval: {counted} counted, {safe} were due");
     // what was flushed is intact: the file checks out and every batch is in the ledger
@@ -571,8 +569,10 @@ async fn graceful_stop_and_upgrade_lose_nothing() {
     signal(old.pid(), "-QUIT");
     assert!(old.wait_exit(Duration::from_secs(20)), "old process did not exit\n{}", old.log());
     assert_eq!(sqlite_ledger(&path)["t1"].requests, 6, "the old process's final flush");
+    // a fresh client: pooled connections went to the old process, which closed them
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
     for _ in 0..4 {
-        let r = old.get("img.test", &a).await;
+        let r = client.get(format!("http://{}{a}", old.edge)).header("host", "img.test").send().await.unwrap();
         assert_eq!(r.status(), 200, "served by the new process");
     }
     signal(new.0.id(), "-TERM");

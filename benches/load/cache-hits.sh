@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Cache-hit benchmark: imgedge hits against nginx proxy_cache hits of the same images, in one
+# run on this machine, plus hit latency while renders saturate the CPU.
+# Needs ../shared/bench (peers-up.sh origin cache sharp: nginx static origin on 8080, nginx
+# proxy_cache on 8082 in front of sharp-server on 8090) and wrk. Loopback only.
+# usage: benches/load/cache-hits.sh [DURATION_SECONDS=15]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+D=${1:-15}
+BENCH=${BENCH_DIR:-../shared/bench}
+LOAD="$BENCH/load.sh"
+"$BENCH/peers-up.sh" origin cache sharp >&2
+cargo build --locked --release --bin imgedge >&2 || exit 1
+bin=target/release/imgedge
+
+work=$(mktemp -d /tmp/imgedge-bench.XXXX)
+trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+cat > "$work/imgedge.yaml" <<YAML
+pingora: {threads: 2, pid_file: $work/imgedge.pid, upgrade_sock: $work/upgrade.sock}
+listen: {edge: ["127.0.0.1:8100"], ops: "127.0.0.1:9190", render_socket: $work/render.sock}
+cache: {memory: 256MiB, max_object: 16MiB, disk: {path: $work/cache, size: 1GiB}}
+tenants:
+  - id: bench
+    hosts: [127.0.0.1]
+    keys: [{key: "6b6579", salt: "73616c74"}]
+    origins: {origin: {type: http, base_url: "http://127.0.0.1:8080/images/", allow_private: true}}
+  - id: misses
+    hosts: [localhost]
+    allow_unsigned: true
+    origins: {origin: {type: http, base_url: "http://127.0.0.1:8080/images/", allow_private: true}}
+YAML
+"$bin" -c "$work/imgedge.yaml" 2>"$work/log" & echo $! > "$work/pid"
+for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9190/readyz && break; sleep 0.1; done
+
+sign() { "$bin" sign -c "$work/imgedge.yaml" --tenant bench "$1" | sed 's#http://127.0.0.1:8100##'; }
+declare -A ours=(
+  [big400jpeg]=$(sign 'rs:fit:400:0/q:80/plain/cups_4000x3000_q90.jpg@jpeg')
+  [big400webp]=$(sign 'rs:fit:400:0/q:80/plain/cups_4000x3000_q90.jpg@webp')
+  [hd800jpeg]=$(sign 'rs:fit:800:0/q:80/plain/autumn_1920x1280_q85.jpg@jpeg')
+)
+declare -A theirs=(
+  [big400jpeg]='/sharp/cups_4000x3000_q90.jpg?w=400&fmt=jpeg&q=80'
+  [big400webp]='/sharp/cups_4000x3000_q90.jpg?w=400&fmt=webp&q=80'
+  [hd800jpeg]='/sharp/autumn_1920x1280_q85.jpg?w=800&fmt=jpeg&q=80'
+)
+for k in "${!ours[@]}"; do   # prime both caches, check they hit
+  curl -s -o /dev/null "http://127.0.0.1:8100${ours[$k]}"; curl -s -o /dev/null "http://127.0.0.1:8082${theirs[$k]}"
+  a=$(curl -s -o /dev/null -D - "http://127.0.0.1:8100${ours[$k]}" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')
+  b=$(curl -s -o /dev/null -D - "http://127.0.0.1:8082${theirs[$k]}" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
+  echo "# $k: imgedge $a, nginx $b" >&2
+done
+
+for c in 8 64; do
+  for k in big400jpeg big400webp hd800jpeg; do
+    "$LOAD" -c "$c" -d "$D" -w 2 -l "imgedge-hit-$k" "http://127.0.0.1:8100${ours[$k]}"
+    "$LOAD" -c "$c" -d "$D" -w 2 -l "nginx-hit-$k" "http://127.0.0.1:8082${theirs[$k]}"
+  done
+done
+
+# hits while renders saturate the CPU: 8 concurrent misses (unique cache busters) in the
+# background, hit latency measured at concurrency 8 against the idle figure
+"$LOAD" -c 8 -d "$D" -w 2 -l "imgedge-hit-idle" "http://127.0.0.1:8100${ours[big400webp]}"
+seq 1 100000 | sed 's#^#http://localhost:8100/_/cb:#; s#$#/rs:fit:400:0/plain/cups_4000x3000_q90.jpg@webp#' > "$work/misses.txt"
+"$LOAD" -c 8 -d $((D + 6)) -l "imgedge-misses-background" -f "$work/misses.txt" > "$work/misses.result" &
+sleep 3
+"$LOAD" -c 8 -d "$D" -l "imgedge-hit-under-render-load" "http://127.0.0.1:8100${ours[big400webp]}"
+wait
+cat "$work/misses.result"

@@ -51,11 +51,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return false;
     }
     match s[0] {
-        0xfc00..=0xfdff => false, // unique local
-        0xfe80..=0xfeff => false, // link-local and old site-local
-        0xff00..=0xffff => false, // multicast
-        0x2002 => is_public_v4(embedded(s[1], s[2])), // 6to4
-        0x2001 if s[1] == 0 => false, // Teredo
+        0xfc00..=0xfdff => false,                                       // unique local
+        0xfe80..=0xfeff => false,                                       // link-local and old site-local
+        0xff00..=0xffff => false,                                       // multicast
+        0x2002 => is_public_v4(embedded(s[1], s[2])),                   // 6to4
+        0x2001 if s[1] == 0 => false,                                   // Teredo
         0x0064 if s[1] == 0xff9b => is_public_v4(embedded(s[6], s[7])), // NAT64
         _ => true,
     }

@@ -501,6 +501,35 @@ tenants:
     }
 
     #[test]
+    fn overload_limits_default_and_inherit() {
+        let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
+        assert_eq!(c.render.queue, c.render.workers * 4);
+        let l = &c.tenants[0].limits;
+        assert_eq!((l.rate_per_second, l.max_concurrent_renders), (0, 0));
+        assert_eq!(l.render_timeout, std::time::Duration::from_secs(10));
+        let text = GOOD
+            .replace(
+                "tenants:",
+                "render: {workers: 2, queue: 3}\nlimits: {rate_per_second: 50, render_timeout: 2s}\ntenants:",
+            )
+            .replace("presets:", "limits: {max_concurrent_renders: 4}\n    presets:");
+        let c = load_str(&text, Path::new("/tmp/x.yaml")).unwrap();
+        assert_eq!((c.render.workers, c.render.queue), (2, 3));
+        let l = &c.tenants[0].limits;
+        assert_eq!((l.rate_per_second, l.max_concurrent_renders), (50, 4));
+        assert_eq!(l.render_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn private_http_origins_need_allow_private() {
+        let private = GOOD.replace("https://static.acme.test", "http://10.0.0.8:9000/img");
+        let e = load_str(&private, Path::new("x.yaml")).unwrap_err();
+        assert_eq!(e.problems[0].path, "tenants[0].origins.web.base_url");
+        let allowed = private.replace("/img\"}", "/img\", allow_private: true}");
+        assert!(load_str(&allowed, Path::new("/tmp/x.yaml")).is_ok());
+    }
+
+    #[test]
     fn unknown_key_names_path_and_tenant() {
         let bad = GOOD.replace("presets:", "presetz:");
         let e = load_str(&bad, Path::new("x.yaml")).unwrap_err();

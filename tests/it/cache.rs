@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{images_dir, local_tenant, sign, HttpOrigin, Imgedge, KEY, SALT};
+use crate::harness::{images_dir, local_tenant, local_tenant_at, sign, HttpOrigin, Imgedge, KEY, SALT};
 
 const HOST: &str = "img.test";
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -184,15 +184,7 @@ async fn purge_by_url_and_by_tenant() {
 
 #[tokio::test]
 async fn tenants_never_share_entries() {
-    let other = format!(
-        r#"  - id: t2
-    hosts: [other.test]
-    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
-    origins:
-      local: {{type: local, root: "{}"}}
-"#,
-        images_dir().display()
-    );
+    let other = local_tenant_at("t2", "other.test", &images_dir());
     let s = Imgedge::start(&format!("{}{other}", local_tenant())).await;
     // same key material, same path, same canonical request: still two entries
     let path = sign("/w:111/plain/coffee_600x400.jpg");

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::harness::{dims, local_tenant, sign, Imgedge, KEY, SALT};
+use crate::harness::{dims, local_tenant, local_tenant_at, sign, Imgedge, KEY, SALT};
 
 const HOST: &str = "img.test";
 
@@ -179,16 +179,7 @@ async fn missing_source_is_404_and_cached_briefly() {
 async fn undecodable_source_is_rejected_and_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("page.jpg"), b"<html><script>alert(1)</script></html>").unwrap();
-    let tenant = format!(
-        r#"  - id: t2
-    hosts: [img.test]
-    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
-    origins:
-      local: {{type: local, root: "{}"}}
-"#,
-        dir.path().display()
-    );
-    let s = Imgedge::start(&tenant).await;
+    let s = Imgedge::start(&local_tenant_at("t2", "img.test", dir.path())).await;
     let path = sign("/w:90/plain/page.jpg");
     for _ in 0..2 {
         let r = s.get(HOST, &path).await;

@@ -22,6 +22,22 @@ pub fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images")
 }
 
+/// Copies of `../shared/bench/hostile/`: bombs, corrupt and disguised files.
+pub fn hostile_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile")
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// Signs `path` (starting with `/`) with the default test pair.
 pub fn sign(path: &str) -> String {
     let pair = KeyPair { key: hex::decode(KEY).unwrap(), salt: hex::decode(SALT).unwrap() };
@@ -53,9 +69,11 @@ pub fn config_text(dir: &Path, edge: u16, ops: u16, tenants: &str) -> String {
 
 pub const DEFAULT_CACHE: &str = "  memory: 64MiB\n  max_object: 16MiB\n";
 
-/// Like `config_text`, with the `cache:` section's body and extra top-level YAML.
+/// Like `config_text`, with the `cache:` section's body and extra top-level YAML. An
+/// `extra` that starts with `render:` replaces the default render section.
 pub fn config_text_with(dir: &Path, edge: u16, ops: u16, tenants: &str, cache: &str, extra: &str) -> String {
     let d = dir.display();
+    let render = if extra.starts_with("render:") { "" } else { "render:\n  workers: 2\n" };
     format!(
         r#"pingora:
   threads: 2
@@ -67,9 +85,7 @@ listen:
   edge: ["127.0.0.1:{edge}"]
   ops: "127.0.0.1:{ops}"
   render_socket: {d}/render.sock
-render:
-  workers: 2
-cache:
+{render}cache:
 {cache}{extra}
 tenants:
 {tenants}"#
@@ -78,16 +94,19 @@ tenants:
 
 /// The default test tenant: host `img.test`, local origin over tests/data/images.
 pub fn local_tenant() -> String {
+    local_tenant_at("t1", "img.test", &images_dir()) + "    presets:\n      thumb: \"rs:fill:100:100/q:70\"\n"
+}
+
+/// A tenant `id` on `host` signed with the test pair, with one local origin at `root`.
+pub fn local_tenant_at(id: &str, host: &str, root: &Path) -> String {
     format!(
-        r#"  - id: t1
-    hosts: [img.test]
+        r#"  - id: {id}
+    hosts: [{host}]
     keys: [{{key: "{KEY}", salt: "{SALT}"}}]
     origins:
       local: {{type: local, root: "{}"}}
-    presets:
-      thumb: "rs:fill:100:100/q:70"
 "#,
-        images_dir().display()
+        root.display()
     )
 }
 
@@ -118,15 +137,26 @@ impl Imgedge {
 
     /// Graceful stop (SIGTERM), waiting up to 10 s for the process to exit.
     pub fn stop(&mut self) {
+        if !self.terminate(Duration::from_secs(10)) {
+            panic!("imgedge did not stop within 10 s:\n{}", self.log());
+        }
+    }
+
+    /// Sends SIGTERM (pingora then cleans up its sockets) and waits up to `timeout`;
+    /// true if the process is gone.
+    fn terminate(&mut self, timeout: Duration) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("imgedge did not stop within 10 s:\n{}", self.log());
+        false
     }
 
     pub fn pid(&self) -> u32 {
@@ -226,20 +256,10 @@ fn spawn(dir: &Path, config: &Path) -> Child {
 
 impl Drop for Imgedge {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+        if !self.terminate(Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        // SIGTERM first so pingora cleans up its sockets; then make sure it is gone
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -259,10 +279,48 @@ pub enum Fault {
     ServerError,
     /// Accept, read the request, never answer.
     Stall,
+    /// Send the headers and half the body, then reset the connection.
+    Reset,
+    /// `Content-Length` larger than the body, then close.
+    Short,
+    /// `Content-Length` half the body, then the whole body.
+    Long,
+    /// 200 `text/html` with an HTML body, whatever the extension.
+    Html,
+    /// 302 to the same file on `localhost` (another host than the origin's 127.0.0.1).
+    RedirectOther,
+    /// 302 to the same file on the same host.
+    RedirectSame,
+    /// Serve the file after 1 s.
+    Slow,
+}
+
+impl Fault {
+    /// The fault for a path and the path with the fault prefix removed.
+    fn of(path: &str) -> (Fault, &str) {
+        const PREFIXES: [(&str, Fault); 10] = [
+            ("/fail/", Fault::ServerError),
+            ("/stall/", Fault::Stall),
+            ("/reset/", Fault::Reset),
+            ("/short/", Fault::Short),
+            ("/long/", Fault::Long),
+            ("/html/", Fault::Html),
+            ("/redirect-other/", Fault::RedirectOther),
+            ("/redirect-same/", Fault::RedirectSame),
+            ("/slow/", Fault::Slow),
+            ("/", Fault::None),
+        ];
+        PREFIXES
+            .iter()
+            .find_map(|(p, f)| path.strip_prefix(p).map(|rest| (*f, rest)))
+            .unwrap_or((Fault::None, path.trim_start_matches('/')))
+    }
 }
 
 /// A minimal HTTP/1.1 file server on 127.0.0.1:0 that counts requests per path and
-/// injects faults by path prefix (`/fail/…` → 500, `/stall/…` → never answers).
+/// injects faults by path prefix (see [`Fault::of`]: `/fail/…` → 500, `/stall/…` never
+/// answers, `/reset/…`, `/short/…`, `/long/…`, `/html/…`, `/redirect-other/…`,
+/// `/redirect-same/…`, `/slow/…`); the rest of the path names the file.
 pub struct HttpOrigin {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, usize>>>,
@@ -297,26 +355,49 @@ impl HttpOrigin {
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     total.fetch_add(1, Ordering::SeqCst);
                     *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
-                    let fault = if path.starts_with("/fail/") {
-                        Fault::ServerError
-                    } else if path.starts_with("/stall/") {
-                        Fault::Stall
-                    } else {
-                        Fault::None
-                    };
-                    let resp = match fault {
-                        Fault::Stall => {
+                    let (fault, rel) = Fault::of(&path);
+                    let file = if rel.contains("..") { None } else { std::fs::read(root.join(rel)).ok() };
+                    let resp = match (fault, file) {
+                        (Fault::Stall, _) => {
                             tokio::time::sleep(Duration::from_secs(60)).await;
                             return;
                         }
-                        Fault::ServerError => http_response(500, "text/plain", b"boom".to_vec()),
-                        Fault::None => {
-                            let rel = path.trim_start_matches('/');
-                            match std::fs::read(root.join(rel)) {
-                                Ok(body) if !rel.contains("..") => http_response(200, "application/octet-stream", body),
-                                _ => http_response(404, "text/plain", b"not found".to_vec()),
-                            }
+                        (Fault::ServerError, _) => http_response(500, "text/plain", b"boom".to_vec()),
+                        (Fault::Html, _) => {
+                            http_response(200, "text/html", b"<!doctype html><html><body>hi</body></html>".to_vec())
                         }
+                        (Fault::RedirectOther | Fault::RedirectSame, _) => {
+                            let host = if fault == Fault::RedirectOther { "localhost" } else { "127.0.0.1" };
+                            format!(
+                                "HTTP/1.1 302 Found\r\nlocation: http://{host}:{}/{rel}\r\ncontent-length: 0\r\n\
+                                 connection: close\r\n\r\n",
+                                addr.port()
+                            )
+                            .into_bytes()
+                        }
+                        (_, None) => http_response(404, "text/plain", b"not found".to_vec()),
+                        (Fault::Reset, Some(body)) => {
+                            let resp = http_response(200, "application/octet-stream", body.clone());
+                            let _ = sock.write_all(&resp[..resp.len() - body.len() / 2]).await;
+                            // linger 0: close sends RST instead of FIN
+                            let _ = sock.set_zero_linger();
+                            return;
+                        }
+                        (Fault::Short, Some(body)) => {
+                            let mut resp = http_head(200, "application/octet-stream", body.len() + 1000);
+                            resp.extend_from_slice(&body);
+                            resp
+                        }
+                        (Fault::Long, Some(body)) => {
+                            let mut resp = http_head(200, "application/octet-stream", body.len() / 2);
+                            resp.extend_from_slice(&body);
+                            resp
+                        }
+                        (Fault::Slow, Some(body)) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            http_response(200, "application/octet-stream", body)
+                        }
+                        (Fault::None, Some(body)) => http_response(200, "application/octet-stream", body),
                     };
                     let _ = sock.write_all(&resp).await;
                     let _ = sock.shutdown().await;
@@ -338,18 +419,22 @@ impl Drop for HttpOrigin {
 }
 
 fn http_response(status: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
+    let mut out = http_head(status, content_type, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A response head declaring `content_length` bytes (which may be a lie).
+fn http_head(status: u16, content_type: &str, content_length: usize) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
         _ => "Internal Server Error",
     };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n",
-        body.len()
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {content_length}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n"
     )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
+    .into_bytes()
 }
 
 pub const S3_ACCESS_KEY: &str = "AKIAIMGEDGETEST00000";

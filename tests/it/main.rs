@@ -8,6 +8,8 @@ mod pg;
 mod cache;
 mod cli;
 mod edge;
+mod hostile;
 mod ops;
 mod origins;
+mod overload;
 mod usage;

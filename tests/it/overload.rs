@@ -1,0 +1,141 @@
+//! Overload and per-tenant limits through the running server: the bounded render queue
+//! (503 + Retry-After, hits unaffected, immediate recovery), per-tenant rate and
+//! concurrent-render limits (429 + Retry-After) and the render timeout (504).
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{images_dir, peak_rss, sign, HttpOrigin, Imgedge, KEY, SALT};
+
+fn tenant(base: &str, limits: &str) -> String {
+    format!(
+        r#"  - id: web
+    hosts: [web.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      site: {{type: http, base_url: "{base}", allow_private: true}}
+    limits: {{{limits}}}
+"#
+    )
+}
+
+type Answer = (u16, Option<String>, String, Duration);
+
+/// `n` concurrent GETs of distinct `paths`; (status, retry-after, cache-control, time).
+async fn burst(s: &Imgedge, paths: Vec<String>) -> Vec<Answer> {
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap();
+    let tasks: Vec<_> = paths
+        .into_iter()
+        .map(|p| {
+            let (client, url) = (client.clone(), format!("http://{}{}", s.edge, p));
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = client.get(url).header("host", "web.test").send().await.unwrap();
+                let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+                let (retry, cc) = (h("retry-after"), h("cache-control").unwrap_or_default());
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                (status, retry, cc, t.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_render_queue_sheds_misses_with_503_while_hits_flow() {
+    let origin = HttpOrigin::start(images_dir()).await;
+    let s = Imgedge::start_with(
+        &tenant(&format!("http://{}/", origin.addr), ""),
+        crate::harness::DEFAULT_CACHE,
+        "render:\n  workers: 1\n  queue: 2\n",
+    )
+    .await;
+    let hit = sign("/w:77/plain/coffee_600x400.jpg");
+    assert_eq!(s.get("web.test", &hit).await.headers()["x-cache"], "MISS");
+
+    // 12 distinct misses against a 1 s origin: at most workers + queue = 3 are admitted
+    let paths: Vec<String> = (0..12).map(|i| sign(&format!("/w:{}/plain/slow/coffee_600x400.jpg", 100 + i))).collect();
+    let load = {
+        let paths = paths.clone();
+        let s = &s;
+        async move { burst(s, paths).await }
+    };
+    let hits = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut worst = Duration::ZERO;
+        for _ in 0..10 {
+            let t = Instant::now();
+            let r = s.get("web.test", &hit).await;
+            assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "HIT"));
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    };
+    let (answers, worst_hit) = tokio::join!(load, hits);
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    eprintln!("overload: {ok} × 200, {} × 503, slowest hit {worst_hit:?}, answers {answers:?}", shed.len());
+    assert_eq!(ok + shed.len(), answers.len(), "only 200 and 503: {answers:?}");
+    assert!((1..=3).contains(&ok), "{answers:?}");
+    for (_, retry, cc, took) in &shed {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(cc, "no-store");
+        assert!(*took < Duration::from_millis(900), "shed at once, not after the slow fetch: {took:?}");
+    }
+    assert!(worst_hit < Duration::from_millis(250), "hits unaffected: {worst_hit:?}");
+    let rss = peak_rss(s.pid());
+    assert!(rss < 300 << 20, "peak RSS {} MiB", rss >> 20);
+
+    // recovery is immediate, and the 503s were not cached
+    let before = origin.hits("/slow/coffee_600x400.jpg");
+    let refused: Vec<String> = paths.iter().zip(&answers).filter(|(_, a)| a.0 == 503).map(|(p, _)| p.clone()).collect();
+    let r = burst(&s, refused[..3].to_vec()).await;
+    assert!(r.iter().all(|a| a.0 == 200), "{r:?}");
+    assert!(origin.hits("/slow/coffee_600x400.jpg") > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_concurrent_render_limit_is_429() {
+    let origin = HttpOrigin::start(images_dir()).await;
+    let s = Imgedge::start(&tenant(&format!("http://{}/", origin.addr), "max_concurrent_renders: 1")).await;
+    let paths = (0..3).map(|i| sign(&format!("/w:{}/plain/slow/coffee_600x400.jpg", 200 + i))).collect();
+    let answers = burst(&s, paths).await;
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(answers.iter().filter(|a| a.0 == 200).count(), 1, "{answers:?}");
+    assert_eq!(limited.len(), 2, "{answers:?}");
+    assert!(limited.iter().all(|a| a.1.as_deref() == Some("1") && a.2 == "no-store"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_rate_limit_is_429_then_recovers() {
+    let origin = HttpOrigin::start(images_dir()).await;
+    let s = Imgedge::start(&tenant(&format!("http://{}/", origin.addr), "rate_per_second: 5")).await;
+    let path = sign("/w:90/plain/coffee_600x400.jpg");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let r = s.get("web.test", &path).await;
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let limited = statuses.iter().filter(|&&c| c == 429).count();
+    assert!(limited >= 5 && statuses.iter().all(|&c| c == 200 || c == 429), "{statuses:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(s.get("web.test", &path).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_timeout_is_504() {
+    let origin = HttpOrigin::start(images_dir()).await;
+    let s = Imgedge::start(&tenant(&format!("http://{}/", origin.addr), "render_timeout: 1ms")).await;
+    let r = s.get("web.test", &sign("/rs:fit:1000:1000/plain/autumn_1920x1280_q85.jpg@webp")).await;
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.text().await.unwrap().trim(), "render timed out");
+}

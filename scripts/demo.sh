@@ -12,7 +12,7 @@ mkdir -p /tmp/imgedge-demo
 sign() { "$bin" sign -c "$conf" --tenant demo "$1"; }
 cat <<MSG
 
-imgedge demo: edge on http://localhost:8080, metrics on http://127.0.0.1:9180/metrics
+imgedge demo: edge on http://localhost:8480, metrics on http://127.0.0.1:9180/metrics
 Try (each URL is signed with the demo tenant's key):
 
   curl -sv -o /tmp/coffee.webp '$(sign 'rs:fit:400:300/plain/coffee_600x400.jpg@webp')'

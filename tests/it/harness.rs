@@ -149,14 +149,7 @@ impl Imgedge {
             return true;
         }
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.wait_exit(timeout)
     }
 
     pub fn pid(&self) -> u32 {

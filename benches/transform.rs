@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use imgedge::options::{Format, Options, ResizingType};
 use imgedge::transform::{self, bench, Settings};
 
@@ -40,6 +40,7 @@ fn end_to_end(c: &mut Criterion) {
     let jobs = [
         ("cups_4000x3000_q90.jpg", "jpeg4000_to_webp400_q80", fit(400, Format::Webp, 80)),
         ("cups_4000x3000_q90.jpg", "jpeg4000_to_jpeg1200_q80", fit(1200, Format::Jpeg, 80)),
+        ("cups_4000x3000_q90.jpg", "jpeg4000_to_avif400_q63", fit(400, Format::Avif, 63)),
         ("path_4000x3000_q90.jpg", "jpeg4000detail_to_webp400_q80", fit(400, Format::Webp, 80)),
         ("autumn_1920x1280_q85.jpg", "jpeg1920_to_jpeg800_q80", fit(800, Format::Jpeg, 80)),
         ("leaf_alpha_1600x1000.png", "png1600rgba_to_webp400_q80", fit(400, Format::Webp, 80)),
@@ -90,9 +91,13 @@ fn encode_only(c: &mut Criterion) {
         ("rgb1200_jpeg_q80", &rgb1200, Format::Jpeg),
         ("rgba400_webp_q80", &rgba400, Format::Webp),
         ("rgba400_png_fast", &rgba400, Format::Png),
+        ("rgb400_avif_q63", &rgb400, Format::Avif),
+        ("rgba400_avif_q63", &rgba400, Format::Avif),
+        ("rgba400_gif", &rgba400, Format::Gif),
     ];
     for (name, px, format) in jobs {
-        g.bench_function(name, |b| b.iter(|| bench::encode(black_box(px), format, 80).map(|v| v.len())));
+        let q = if format == Format::Avif { 63 } else { 80 };
+        g.bench_function(name, |b| b.iter(|| bench::encode(black_box(px), format, q).map(|v| v.len())));
     }
     g.finish();
 }
@@ -112,12 +117,84 @@ fn transform_only(c: &mut Criterion) {
     g.finish();
 }
 
+/// The pixel steps on their own, on a 1200×900 RGB image (cups after resize) and the
+/// 400×250 RGBA leaf. Resize has no entry of its own: it is `transform` minus `decode`.
+fn steps(c: &mut Criterion) {
+    let Some(cups) = load("cups_4000x3000_q90.jpg") else { return };
+    let Some(leaf) = load("leaf_alpha_1600x1000.png") else { return };
+    let (Ok(rgb), Ok(rgba)) =
+        (bench::transform(&cups, &fit(1200, Format::Png, 80)), bench::transform(&leaf, &fit(400, Format::Png, 80)))
+    else {
+        eprintln!("skipping step benchmarks: inputs did not transform");
+        return;
+    };
+    let mut g = c.benchmark_group("step");
+    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge::transform::TransformError>;
+    let in_place: [(&str, InPlace); 3] = [
+        ("blur_s2_rgb1200", |p| bench::blur(p, 2.0)),
+        ("sharpen_s1_rgb1200", |p| bench::sharpen(p, 1.0)),
+        ("pixelate_8_rgb1200", |p| bench::pixelate(p, 8)),
+    ];
+    for (name, f) in in_place {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || bench::duplicate(&rgb),
+                |p| p.and_then(|mut p| f(&mut p).map(|()| p.dims())),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.bench_function("rotate90_rgb1200", |b| b.iter(|| bench::rotate90(black_box(&rgb)).map(|p| p.dims())));
+    g.bench_function("trim_rgba400", |b| b.iter(|| bench::trim(black_box(&rgba), 10.0)));
+    g.bench_function("trim_rgb1200", |b| b.iter(|| bench::trim(black_box(&rgb), 10.0)));
+    g.bench_function("smart_rgb1200_to_600", |b| b.iter(|| bench::smart(black_box(&rgb), 600, 600)));
+    g.bench_function("embed_rgb1200_in_1400", |b| {
+        b.iter(|| bench::embed(black_box(&rgb), 1400, 1100, [255, 255, 255, 255]).map(|p| p.dims()))
+    });
+    g.bench_function("embed_rgba400_in_500", |b| {
+        b.iter(|| bench::embed(black_box(&rgba), 500, 500, [0, 0, 0, 0]).map(|p| p.dims()))
+    });
+    g.finish();
+}
+
+/// Blur's two kernels (direct Gaussian up to sigma 8, three box passes above) and its
+/// premultiplied-alpha path, plus sharpen on alpha.
+fn blur_kernels(c: &mut Criterion) {
+    let Some(cups) = load("cups_4000x3000_q90.jpg") else { return };
+    let Some(leaf) = load("leaf_alpha_1600x1000.png") else { return };
+    let (Ok(rgb), Ok(rgba)) =
+        (bench::transform(&cups, &fit(1200, Format::Png, 80)), bench::transform(&leaf, &fit(1200, Format::Png, 80)))
+    else {
+        eprintln!("skipping blur benchmarks: inputs did not transform");
+        return;
+    };
+    let mut g = c.benchmark_group("blur");
+    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge::transform::TransformError>;
+    let jobs: [(&str, &bench::Pixels, InPlace); 5] = [
+        ("s0.5_rgb1200", &rgb, |p| bench::blur(p, 0.5)),
+        ("s20_box_rgb1200", &rgb, |p| bench::blur(p, 20.0)),
+        ("s100_box_rgb1200", &rgb, |p| bench::blur(p, 100.0)),
+        ("s2_rgba1200", &rgba, |p| bench::blur(p, 2.0)),
+        ("sharpen_s1_rgba1200", &rgba, |p| bench::sharpen(p, 1.0)),
+    ];
+    for (name, px, f) in jobs {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || bench::duplicate(px),
+                |p| p.and_then(|mut p| f(&mut p).map(|()| p.dims())),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = end_to_end, transform_only, decode_only, encode_only
+    targets = end_to_end, transform_only, decode_only, encode_only, steps, blur_kernels
 }
 criterion_main!(benches);

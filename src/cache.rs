@@ -4,13 +4,18 @@
 //!
 //! Entries are whole, complete responses (render never streams), so storage is buffered
 //! and seekable. Storage failures degrade to a miss, never to a failed request.
+//!
+//! In front of all that sits [`Front`]: fresh hits as ready-to-send responses, so the edge
+//! answers a repeated hit without pingora-cache's lookup machinery (header decompression,
+//! meta decoding, the hit state machine).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -26,6 +31,8 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheMeta, PurgeType, Storage};
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tinyufo::TinyUfo;
 use tokio::sync::OnceCell;
 
 use crate::config;
@@ -123,6 +130,8 @@ pub struct HybridStorage {
     cache: OnceCell<HybridCache<u128, Object>>,
     /// Disk I/O already reported, to turn foyer's running totals into counter increments.
     disk_reported: [AtomicUsize; 2],
+    /// Ready-to-send fresh hits; `None` when the memory budget is zero.
+    front: Option<Front>,
 }
 
 /// foyer's own runtime for disk I/O, created on first use (after any fork).
@@ -130,7 +139,18 @@ static FOYER_RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new(
 
 impl HybridStorage {
     pub fn new(settings: config::Cache) -> Self {
-        HybridStorage { settings, cache: OnceCell::new(), disk_reported: [AtomicUsize::new(0), AtomicUsize::new(0)] }
+        let front = Front::new(settings.memory_bytes / FRONT_SHARE);
+        HybridStorage {
+            settings,
+            cache: OnceCell::new(),
+            disk_reported: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            front,
+        }
+    }
+
+    /// A fresh, ready-to-send hit for `key`, if the front holds one.
+    pub fn front_get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<FrontEntry>> {
+        self.front.as_ref()?.get(hash_of(key), now)
     }
 
     async fn open(&self) -> std::result::Result<HybridCache<u128, Object>, String> {
@@ -237,6 +257,10 @@ impl HybridStorage {
         if let Some(cache) = self.get().await {
             MEMORY_ITEMS.fetch_add(1, Ordering::Relaxed);
             cache.insert(hash, obj);
+            // after the insert, as in remove(): the front copy (if any) is of the old object
+            if let Some(front) = &self.front {
+                front.remove(hash);
+            }
             self.publish_metrics();
         }
     }
@@ -249,6 +273,11 @@ impl HybridStorage {
             Err(_) => true,
         };
         cache.remove(&hash);
+        // after the storage removal: a concurrent lookup then either misses or sees the
+        // removal counter move (Front::remove)
+        if let Some(front) = &self.front {
+            front.remove(hash);
+        }
         self.publish_metrics();
         existed
     }
@@ -262,6 +291,8 @@ fn hash_of(key: &impl CacheHashKey) -> u128 {
 impl Storage for HybridStorage {
     async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
+        // read before the storage read: see Front::put
+        let removals = self.front.as_ref().map(Front::removals);
         let Some(obj) = self.read(hash).await else {
             return Ok(None);
         };
@@ -275,6 +306,9 @@ impl Storage for HybridStorage {
                 return Ok(None);
             }
         };
+        if let (Some(front), Some(removals)) = (&self.front, removals) {
+            front.put(hash, &meta, &obj.body, removals);
+        }
         let len = obj.body.len();
         Ok(Some((meta, Box::new(Hit { body: obj.body, start: 0, end: len, done: false }))))
     }
@@ -320,6 +354,97 @@ impl Storage for HybridStorage {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+/// Share of the memory budget the front may hold. Its bodies are the memory tier's own
+/// `Bytes` (shared, not copied) until foyer evicts them, so this is mostly headroom.
+const FRONT_SHARE: usize = 4;
+
+/// A fresh hit as pingora-cache would send it: the stored response header and the body.
+pub struct FrontEntry {
+    /// The full key hash: TinyUFO keeps only a 64-bit hash of its keys.
+    hash: u128,
+    header: ResponseHeader,
+    body: Bytes,
+    /// What `Age` counts from (pingora's `CacheMeta::epoch`).
+    epoch: SystemTime,
+    fresh_until: SystemTime,
+}
+
+impl FrontEntry {
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The header pingora-cache sends on a hit: the stored one as HTTP/1.1 with `Age`.
+    pub fn header(&self, now: SystemTime) -> Result<Box<ResponseHeader>> {
+        let mut h = Box::new(self.header.clone());
+        h.set_version(http::Version::HTTP_11);
+        h.insert_header(http::header::AGE, now.duration_since(self.epoch).map_or(0, |d| d.as_secs()))?;
+        Ok(h)
+    }
+}
+
+/// Fresh hits, ready to send, keyed by cache-key hash. Filled by storage lookups (so only
+/// what pingora-cache has served as a hit before), emptied by writes and purges of the same
+/// key; a tenant purge changes every key of the tenant. Entries past their freshness are
+/// never served from here: stale handling stays pingora's.
+pub struct Front {
+    map: TinyUfo<u128, Arc<FrontEntry>>,
+    /// Bumped by every removal, so a lookup that read an object before a purge removed it
+    /// cannot put it back afterwards.
+    removals: AtomicU64,
+}
+
+impl Front {
+    /// `None` when `bytes` is too small to hold anything.
+    fn new(bytes: usize) -> Option<Self> {
+        let limit_kib = bytes / 1024;
+        if limit_kib < 64 {
+            return None;
+        }
+        // estimated item count for TinyLFU's sketch: thumbnails of ~16 KiB
+        let items = (limit_kib / 16).clamp(1024, 1 << 20);
+        Some(Front { map: TinyUfo::new(limit_kib, items), removals: AtomicU64::new(0) })
+    }
+
+    fn get(&self, hash: u128, now: SystemTime) -> Option<Arc<FrontEntry>> {
+        let e = self.map.get(&hash)?;
+        (e.hash == hash && e.fresh_until >= now).then_some(e)
+    }
+
+    fn removals(&self) -> u64 {
+        self.removals.load(Ordering::SeqCst)
+    }
+
+    /// Keeps a fresh hit. `removals_before` is [`Front::removals`] read before the storage
+    /// read that produced `meta` and `body`.
+    fn put(&self, hash: u128, meta: &CacheMeta, body: &Bytes, removals_before: u64) {
+        let header = meta.response_header();
+        // without Content-Length pingora frames the hit itself (chunked): leave it to pingora
+        if !meta.is_fresh(SystemTime::now()) || !header.headers.contains_key(http::header::CONTENT_LENGTH) {
+            return;
+        }
+        // weight in KiB (TinyUFO weights are u16), header included
+        let Ok(weight) = u16::try_from(body.len() / 1024 + 1) else { return };
+        let entry = FrontEntry {
+            hash,
+            header: header.clone(),
+            body: body.clone(),
+            epoch: meta.epoch(),
+            fresh_until: meta.fresh_until(),
+        };
+        self.map.put(hash, Arc::new(entry), weight);
+        if self.removals() != removals_before {
+            // a removal ran since the storage read: what was read may be what it removed
+            self.map.remove(&hash);
+        }
+    }
+
+    fn remove(&self, hash: u128) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
+        self.map.remove(&hash);
     }
 }
 
@@ -505,6 +630,88 @@ mod tests {
         assert_eq!((back.meta0, back.meta1, back.body), (o.meta0, o.meta1, o.body));
         let corrupt = [0xffu8; 16];
         assert!(Object::decode(&mut corrupt.as_slice()).is_err());
+    }
+
+    fn meta(fresh_for: i64, content_length: bool) -> CacheMeta {
+        let now = SystemTime::now();
+        let fresh_until = if fresh_for >= 0 {
+            now + std::time::Duration::from_secs(fresh_for as u64)
+        } else {
+            now - std::time::Duration::from_secs(fresh_for.unsigned_abs())
+        };
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("etag", "\"abc\"").unwrap();
+        if content_length {
+            h.insert_header("content-length", "4").unwrap();
+        }
+        CacheMeta::new(fresh_until, now - std::time::Duration::from_secs(7), 0, 0, h)
+    }
+
+    #[test]
+    fn front_serves_fresh_hits_with_age() {
+        let f = Front::new(1 << 20).unwrap();
+        let body = Bytes::from_static(b"body");
+        f.put(1, &meta(60, true), &body, f.removals());
+        let e = f.get(1, SystemTime::now()).unwrap();
+        assert_eq!(e.body(), &body);
+        let h = e.header(SystemTime::now()).unwrap();
+        assert_eq!(h.version, http::Version::HTTP_11);
+        assert_eq!(h.headers["age"], "7");
+        assert_eq!(h.headers["etag"], "\"abc\"");
+        assert!(f.get(2, SystemTime::now()).is_none(), "other keys miss");
+        // past its freshness it is left to pingora (stale handling)
+        assert!(f.get(1, SystemTime::now() + std::time::Duration::from_secs(61)).is_none());
+    }
+
+    #[test]
+    fn front_skips_stale_and_unframed_entries() {
+        let f = Front::new(1 << 20).unwrap();
+        let body = Bytes::from_static(b"body");
+        f.put(1, &meta(-1, true), &body, f.removals());
+        f.put(2, &meta(60, false), &body, f.removals());
+        assert!(f.get(1, SystemTime::now()).is_none());
+        assert!(f.get(2, SystemTime::now()).is_none());
+        assert!(Front::new(1024).is_none(), "too small to bother");
+    }
+
+    #[test]
+    fn front_removal_wins_over_a_racing_fill() {
+        let f = Front::new(1 << 20).unwrap();
+        let body = Bytes::from_static(b"body");
+        f.put(1, &meta(60, true), &body, f.removals());
+        f.remove(1);
+        assert!(f.get(1, SystemTime::now()).is_none());
+        // a lookup that read the object before a purge ran must not put it back
+        let before = f.removals();
+        f.remove(3);
+        f.put(1, &meta(60, true), &body, before);
+        assert!(f.get(1, SystemTime::now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn storage_lookup_fills_the_front_and_writes_empty_it() {
+        let settings = config::Cache {
+            memory_bytes: 8 << 20,
+            disk: None,
+            max_object_bytes: 1 << 20,
+            lock_timeout: std::time::Duration::from_secs(1),
+        };
+        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
+        let k = key("t", 0, "/plain/a.jpg", "webp");
+        let m = meta(60, true);
+        let (m0, m1) = m.serialize().unwrap();
+        let body = Bytes::from_static(b"body");
+        let obj = Object { meta0: Bytes::from(m0), meta1: Bytes::from(m1), body: body.clone() };
+        storage.write(hash_of(&k), obj.clone()).await;
+        assert!(storage.front_get(&k, SystemTime::now()).is_none(), "filled by hits only");
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        assert!(storage.lookup(&k, &trace).await.unwrap().is_some());
+        assert_eq!(storage.front_get(&k, SystemTime::now()).unwrap().body(), &body);
+        storage.write(hash_of(&k), obj).await;
+        assert!(storage.front_get(&k, SystemTime::now()).is_none(), "a rewrite drops the old copy");
+        storage.lookup(&k, &trace).await.unwrap();
+        assert!(storage.remove(hash_of(&k)).await);
+        assert!(storage.front_get(&k, SystemTime::now()).is_none(), "a purge drops it");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The edge: pingora-proxy's `ProxyHttp`. Each hook is a few lines that call the module
 //! owning the concern. Cheap checks run first (tenant, signature, options); hits are
-//! answered by pingora-cache; misses go to the render service over a Unix socket.
+//! answered from the front cache or by pingora-cache; misses go to the render service over
+//! a Unix socket.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,20 +12,22 @@ use bytes::Bytes;
 use once_cell::sync::Lazy;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::conditional_filter;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_cache::cache_control::CacheControl;
 use pingora_cache::filters::resp_cacheable;
 use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora_limits::rate::Rate;
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{ProxyHttp, RangeType, Session};
 
 use crate::cache::EdgeCache;
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
+use crate::negotiate;
 use crate::options;
-use crate::render::{REQUEST_HEADER, TENANT_HEADER};
+use crate::render::{PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER};
 use crate::signature;
 use crate::usage;
 
@@ -98,16 +101,60 @@ impl Edge {
         if !tenant.allow_unsigned {
             signature::verify(&tenant.keys, tenant.signature_size, sig, rest)?;
         }
-        let parsed = options::parse(rest, &tenant.parse_context())?;
+        let mut parsed = options::parse(rest, &tenant.parse_context())?;
         if let Some(exp) = parsed.expires {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             if now >= exp {
                 return Err(Error::Expired);
             }
         }
+        let opts = &parsed.request.options;
+        // raw streams the source as is: no format to choose
+        ctx.vary_accept = !tenant.negotiate.is_empty() && opts.format.is_none() && !opts.raw;
+        if ctx.vary_accept {
+            let accept = req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+            if let Some(f) = negotiate::best(accept, &tenant.negotiate) {
+                // billed without the negotiated format: one unique transform per URL
+                ctx.billing_canonical = Some(parsed.request.canonical());
+                parsed.request.options.format = Some(f);
+            }
+        }
         ctx.format = parsed.request.options.format.map_or("src", |f| f.ext());
         ctx.canonical = parsed.request.canonical();
         Ok(())
+    }
+}
+
+impl Edge {
+    /// Answers a fresh hit from the front cache, as pingora-cache would (same key, headers,
+    /// `response_filter`, 304, HEAD) but without its lookup. `Ok(false)` leaves the request
+    /// to pingora: not in the front, or a `Range` request.
+    async fn serve_front(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if session.req_header().headers.contains_key(http::header::RANGE) {
+            return Ok(false);
+        }
+        let key = self.cache_key_callback(session, ctx)?;
+        let now = SystemTime::now();
+        let Some(entry) = self.cache.storage.front_get(&key, now) else {
+            return Ok(false);
+        };
+        let mut header = entry.header(now)?;
+        let not_modified = conditional_filter::not_modified_filter(session.req_header(), &header);
+        if not_modified {
+            conditional_filter::to_304(&mut header);
+        }
+        // no Range here, so this only adds `Accept-Ranges` as on pingora's hits
+        if !matches!(self.range_header_filter(session, &mut header, ctx), RangeType::None) {
+            return Ok(false);
+        }
+        let header_only = not_modified || session.req_header().method == http::Method::HEAD;
+        ctx.front = true;
+        self.response_filter(session, &mut header, ctx).await?;
+        session.write_response_header(header, header_only).await?;
+        if !header_only {
+            session.write_response_body(Some(entry.body().clone()), true).await?;
+        }
+        Ok(true)
     }
 }
 
@@ -122,6 +169,14 @@ pub struct Ctx {
     rejected: bool,
     /// Set when the request went to render (a miss, cacheable or not).
     upstream: bool,
+    /// Answered from the front cache (a hit that bypassed pingora-cache).
+    front: bool,
+    /// The tenant negotiates and the URL names no format: the answer depends on `Accept`.
+    vary_accept: bool,
+    /// The canonical request without the negotiated format, when one was negotiated.
+    billing_canonical: Option<String>,
+    /// Render sent the source unchanged (`raw`, `skp`): not a transform.
+    passthrough: bool,
 }
 
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
@@ -149,6 +204,9 @@ fn cache_label(session: &Session, ctx: &Ctx) -> &'static str {
     if ctx.rejected {
         return "none";
     }
+    if ctx.front {
+        return "hit";
+    }
     match session.cache.phase() {
         CachePhase::Hit => "hit",
         CachePhase::Stale | CachePhase::StaleUpdating => "stale",
@@ -172,12 +230,16 @@ impl ProxyHttp for Edge {
             format: "src",
             rejected: false,
             upstream: false,
+            front: false,
+            vary_accept: false,
+            billing_canonical: None,
+            passthrough: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.admit(session, ctx) {
-            Ok(()) => Ok(false),
+            Ok(()) => self.serve_front(session, ctx).await,
             Err(e) => {
                 ctx.rejected = true;
                 respond_error(session, &e).await?;
@@ -186,7 +248,11 @@ impl ProxyHttp for Edge {
         }
     }
 
-    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // `cache.enabled: false`: every request renders (benchmarks of the render path)
+        if ctx.tenant.as_ref().is_some_and(|t| !t.cache_enabled) {
+            return Ok(());
+        }
         session.cache.enable(self.cache.storage, None, None, Some(self.cache.lock), None);
         session.cache.set_max_file_size_bytes(self.cache.max_object);
         Ok(())
@@ -245,6 +311,12 @@ impl ProxyHttp for Edge {
             _ => "BYPASS",
         };
         resp.insert_header("x-cache", label)?;
+        if resp.remove_header(PASSTHROUGH_HEADER).is_some() {
+            ctx.passthrough = true;
+        }
+        if ctx.vary_accept {
+            resp.insert_header("vary", "Accept")?;
+        }
         Ok(())
     }
 
@@ -259,9 +331,14 @@ impl ProxyHttp for Edge {
         let operation = if ctx.canonical.is_empty() { "none" } else { "transform" };
         metrics::request(operation, code, cache, ctx.started.elapsed().as_secs_f64(), bytes);
         if let Some(tenant) = &ctx.tenant {
-            // the billing key comes from ctx.canonical: a negotiated output format, once
-            // there is one, must be left out of it (usage::BillingKey::for_request)
-            usage::edge_request(tenant, code, cache, bytes as u64, &ctx.canonical);
+            // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
+            // does); a passthrough is counted as a request, not as a unique transform
+            let billing = match (&ctx.billing_canonical, ctx.passthrough) {
+                (_, true) => "",
+                (Some(c), false) => c.as_str(),
+                (None, false) => ctx.canonical.as_str(),
+            };
+            usage::edge_request(tenant, code, cache, bytes as u64, billing);
         }
     }
 }

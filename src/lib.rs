@@ -10,6 +10,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod metrics;
+pub mod negotiate;
 pub mod ops;
 pub mod options;
 pub mod origin;

@@ -14,6 +14,7 @@ struct Metrics {
     response_bytes: IntCounter,
     renders: IntCounterVec,
     render_span: HistogramVec,
+    render_phase: HistogramVec,
     renders_in_progress: IntGauge,
     renders_queued: IntGauge,
     origin_errors: IntCounterVec,
@@ -89,7 +90,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     let renders = counter_vec(
         &r,
         "imgedge_renders_total",
-        "Render service requests by outcome (ok or an error category).",
+        "Render service requests by outcome (ok, passthrough for raw/skp answers, or an error category).",
         &["outcome"],
     );
     let render_span = histogram_vec(
@@ -97,6 +98,13 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         "imgedge_render_span_duration_seconds",
         "Time spent per render span: queue (waiting for a CPU worker), fetch (origin), transform (decode+process+encode).",
         &["span"],
+    );
+    let render_phase = histogram_vec(
+        &r,
+        "imgedge_render_phase_seconds",
+        "Time per phase of a transform: decode (header, limits, decode with shrink-on-load), process (every \
+         step between decode and encode), encode.",
+        &["phase"],
     );
     let renders_in_progress = gauge(
         &r,
@@ -199,6 +207,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         response_bytes,
         renders,
         render_span,
+        render_phase,
         renders_in_progress,
         renders_queued,
         origin_errors,
@@ -255,6 +264,13 @@ pub fn render(outcome: &str) {
 
 pub fn render_span(span: &'static str) -> Histogram {
     M.render_span.with_label_values(&[span])
+}
+
+/// The phases of one finished transform, in seconds.
+pub fn render_phases(decode: f64, process: f64, encode: f64) {
+    M.render_phase.with_label_values(&["decode"]).observe(decode);
+    M.render_phase.with_label_values(&["process"]).observe(process);
+    M.render_phase.with_label_values(&["encode"]).observe(encode);
 }
 
 /// Counts a render as in progress until the guard drops.

@@ -22,13 +22,39 @@ use tokio::sync::Semaphore;
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
-use crate::options::{self, ImageRequest};
+use crate::options::{self, Format, ImageRequest, Options};
 use crate::origin::{Fetched, Origins};
-use crate::transform::{self, Encoded};
+use crate::transform::{self, TransformError};
 use crate::usage;
 
 pub const TENANT_HEADER: &str = "x-imgedge-tenant";
 pub const REQUEST_HEADER: &str = "x-imgedge-request";
+/// Set on an answer that is the source unchanged (`raw`, `skp`); cached with it, and
+/// removed by the edge, which then does not count the request as a transform.
+pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
+
+/// What render answers with: a transform's result or the source as is.
+struct Output {
+    bytes: Vec<u8>,
+    format: Format,
+    /// Unknown for a passthrough whose header cannot be read.
+    dims: Option<(u32, u32)>,
+    passthrough: bool,
+}
+
+/// `raw` passes any source it can name by magic bytes (never the origin's
+/// `Content-Type`: a lying origin must not choose the type we serve); `skp` only the
+/// listed formats. `Ok(None)`: transform as usual.
+fn passthrough(opts: &Options, bytes: &[u8]) -> Result<Option<Format>, Error> {
+    if !opts.raw && opts.skip_processing.is_empty() {
+        return Ok(None);
+    }
+    let sniffed = transform::sniff(bytes);
+    if opts.raw {
+        return sniffed.map(Some).ok_or(Error::Transform(TransformError::UnsupportedSource));
+    }
+    Ok(sniffed.filter(|f| opts.skip_processing.contains(f)))
+}
 
 struct TenantRuntime {
     tenant: Arc<Tenant>,
@@ -92,13 +118,19 @@ impl Render {
         Ok((admitted, Some(guard)))
     }
 
-    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Encoded, String, &Tenant), Error> {
+    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Output, String, &Tenant), Error> {
         let rt = self.tenants.get(tenant_id).ok_or_else(|| Error::Internal(format!("unknown tenant {tenant_id:?}")))?;
         let _admitted = self.admit(rt)?;
         let req = options::parse_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
         fetch_timer.observe_duration();
+        let etag = etag_for(tenant_id, &req, etag.as_deref());
+        if let Some(format) = passthrough(&req.options, &bytes)? {
+            let dims = transform::probe(&bytes).ok().map(|p| (p.width, p.height));
+            let out = Output { bytes: bytes.to_vec(), format, dims, passthrough: true };
+            return Ok((out, etag, &rt.tenant));
+        }
 
         let settings = rt.tenant.transform_settings();
         let opts = req.options.clone();
@@ -119,11 +151,19 @@ impl Render {
             .await
             .map_err(|e| Error::Internal(format!("transform task: {e}")))??;
             transform_timer.observe_duration();
+            let t = encoded.timings;
+            metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
             Ok::<_, Error>(encoded)
         };
         let encoded =
             tokio::time::timeout(rt.tenant.limits.render_timeout, work).await.map_err(|_| Error::RenderTimeout)??;
-        Ok((encoded, etag_for(tenant_id, &req, etag.as_deref()), &rt.tenant))
+        let out = Output {
+            dims: Some((encoded.width, encoded.height)),
+            bytes: encoded.bytes,
+            format: encoded.format,
+            passthrough: false,
+        };
+        Ok((out, etag, &rt.tenant))
     }
 }
 
@@ -186,19 +226,24 @@ impl ServeHttp for Render {
         };
         match self.render(&tenant_id, &canonical).await {
             Ok((out, etag, tenant)) => {
-                metrics::render("ok");
-                usage::rendered(&tenant.id);
-                Response::builder()
+                let mut builder = Response::builder()
                     .status(StatusCode::OK)
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
                     .header("cache-control", cache_control(tenant))
-                    .header("x-content-type-options", "nosniff")
-                    .header("x-result-width", out.width)
-                    .header("x-result-height", out.height)
-                    .body(out.bytes)
-                    .unwrap_or_default()
+                    .header("x-content-type-options", "nosniff");
+                if let Some((w, h)) = out.dims {
+                    builder = builder.header("x-result-width", w).header("x-result-height", h);
+                }
+                if out.passthrough {
+                    metrics::render("passthrough");
+                    builder = builder.header(PASSTHROUGH_HEADER, "1");
+                } else {
+                    metrics::render("ok");
+                    usage::rendered(&tenant.id);
+                }
+                builder.body(out.bytes).unwrap_or_default()
             }
             Err(e) => {
                 metrics::render(e.category());

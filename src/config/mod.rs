@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::options::{OriginRef, ParseContext};
+use crate::options::{Format, OriginRef, ParseContext};
 use crate::signature::KeyPair;
 use crate::transform;
 
@@ -154,6 +154,13 @@ pub struct Tenant {
     pub presets: HashMap<String, String>,
     pub limits: Limits,
     pub quality: u8,
+    /// Formats negotiated from `Accept` when the URL names none, in order of preference
+    /// (only avif and webp); empty = no negotiation.
+    pub negotiate: Vec<Format>,
+    /// Frames of an animated source kept in the output (1 = still image).
+    pub max_frames: u32,
+    /// Whether responses are cached; `false` sends every request to render.
+    pub cache_enabled: bool,
     /// Freshness of transformed images.
     pub cache_ttl: Duration,
     /// Freshness of "source not found" answers.
@@ -192,6 +199,7 @@ impl Tenant {
             default_quality: self.quality,
             max_src_pixels: self.limits.max_src_pixels,
             max_result_dim: self.limits.max_result_dimension,
+            max_frames: self.max_frames,
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct RawTenant {
     pub limits: RawLimits,
     pub quality: Option<u8>,
     #[serde(default)]
+    pub transform: RawTransform,
+    #[serde(default)]
     pub cache: RawTenantCache,
     #[serde(default)]
     pub presets: BTreeMap<String, String>,
@@ -146,9 +148,23 @@ pub struct RawKey {
     pub salt: String,
 }
 
+/// `tenants[].transform`: output choices that are not in the URL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransform {
+    /// Formats picked from the request's `Accept` header when the URL names none, in
+    /// order of preference (`avif`, `webp`).
+    #[serde(default)]
+    pub negotiate: Vec<String>,
+    /// Frames of an animated source kept in the output; 1 = first frame only.
+    pub max_frames: Option<u32>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenantCache {
+    /// `false`: this tenant's requests bypass the cache and always render.
+    pub enabled: Option<bool>,
     pub ttl: Option<Duration>,
     pub not_found_ttl: Option<Duration>,
     pub stale_if_error: Option<Duration>,

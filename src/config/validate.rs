@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawBilling, RawConfig, RawLimits, RawOrigin, RawTenant, RawUsage};
+use super::raw::{RawBilling, RawConfig, RawLimits, RawOrigin, RawTenant, RawTransform, RawUsage};
 use super::{Billing, Cache, Config, Credits, Limits, Listen, Origin, Problem, Render, Tenant, Usage};
-use crate::options::{self, OriginRef, ParseContext};
+use crate::options::{self, Format, OriginRef, ParseContext};
 use crate::signature::KeyPair;
 
 const DEFAULT_MAX_SRC_BYTES: u64 = 50 << 20;
@@ -20,6 +20,8 @@ const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TTL: Duration = Duration::from_secs(31_536_000);
 const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(86_400);
+/// Frames of one animation: the pixel limit bounds memory, this bounds encode time.
+const MAX_FRAMES: u32 = 1000;
 
 /// Deserialises, naming the YAML path (and tenant, when inside one) of the first error.
 pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
@@ -309,6 +311,8 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         c.push(format!("{at}.quality"), "must be in 1..=100");
     }
 
+    let (negotiate, max_frames) = transform(c, &format!("{at}.transform"), &t.transform);
+
     let presets: HashMap<String, String> = t.presets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // presets are parsed once here so a typo fails the deploy, not the request
     let check_refs = [OriginRef { name: "check".into(), url_prefix: None }];
@@ -342,6 +346,9 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         presets,
         limits,
         quality,
+        negotiate,
+        max_frames,
+        cache_enabled: t.cache.enabled.unwrap_or(true),
         cache_ttl,
         not_found_ttl,
         stale_if_error,
@@ -349,6 +356,26 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         billing,
         origin_refs,
     })
+}
+
+/// `negotiate` (only avif and webp, no repeats: the cache holds at most three variants
+/// of a URL) and `max_frames`.
+fn transform(c: &mut Collector, at: &str, raw: &RawTransform) -> (Vec<Format>, u32) {
+    let mut negotiate = Vec::new();
+    for (i, name) in raw.negotiate.iter().enumerate() {
+        match Format::from_ext(name) {
+            Some(f @ (Format::Avif | Format::Webp)) if !negotiate.contains(&f) => negotiate.push(f),
+            Some(Format::Avif | Format::Webp) => {
+                c.push(format!("{at}.negotiate[{i}]"), format!("{name:?} is repeated"))
+            }
+            _ => c.push(format!("{at}.negotiate[{i}]"), format!("{name:?} cannot be negotiated (avif or webp)")),
+        }
+    }
+    let max_frames = raw.max_frames.unwrap_or(1);
+    if !(1..=MAX_FRAMES).contains(&max_frames) {
+        c.push(format!("{at}.max_frames"), format!("must be in 1..={MAX_FRAMES}"));
+    }
+    (negotiate, max_frames)
 }
 
 fn usage(c: &mut Collector, raw: &RawUsage, base: &Path) -> Usage {
@@ -518,6 +545,37 @@ tenants:
         let l = &c.tenants[0].limits;
         assert_eq!((l.rate_per_second, l.max_concurrent_renders), (50, 4));
         assert_eq!(l.render_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn transform_and_cache_switch() {
+        let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
+        let t = &c.tenants[0];
+        assert!(t.negotiate.is_empty());
+        assert_eq!((t.max_frames, t.transform_settings().max_frames, t.cache_enabled), (1, 1, true));
+        let text = GOOD.replace(
+            "presets:",
+            "transform: {negotiate: [avif, WebP], max_frames: 50}\n    cache: {enabled: false}\n    presets:",
+        );
+        let c = load_str(&text, Path::new("/tmp/x.yaml")).unwrap();
+        let t = &c.tenants[0];
+        assert_eq!(t.negotiate, [crate::options::Format::Avif, crate::options::Format::Webp]);
+        assert_eq!((t.max_frames, t.transform_settings().max_frames, t.cache_enabled), (50, 50, false));
+
+        let bad = GOOD.replace("presets:", "transform: {negotiate: [webp, png, webp], max_frames: 0}\n    presets:");
+        let e = load_str(&bad, Path::new("x.yaml")).unwrap_err();
+        let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tenants[0].transform.negotiate[1]",
+                "tenants[0].transform.negotiate[2]",
+                "tenants[0].transform.max_frames"
+            ]
+        );
+        assert!(e.problems.iter().all(|p| p.tenant.as_deref() == Some("acme")));
+        let too_many = GOOD.replace("presets:", "transform: {max_frames: 1001}\n    presets:");
+        assert!(load_str(&too_many, Path::new("x.yaml")).is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl ResizingType {
     }
 }
 
-/// Compass gravity used to anchor crops (imgproxy `gravity`).
+/// Gravity used to anchor crops and extensions (imgproxy `gravity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GravityType {
     #[default]
@@ -56,6 +56,11 @@ pub enum GravityType {
     NorthWest,
     SouthEast,
     SouthWest,
+    /// `fp:x:y`: keep the point (`x_offset`, `y_offset`), fractions 0..=1 of the
+    /// image, as close to the centre of the result as possible.
+    FocusPoint,
+    /// `sm`: content-aware crop position (only meaningful for crops).
+    Smart,
 }
 
 impl GravityType {
@@ -70,11 +75,15 @@ impl GravityType {
             Self::NorthWest => "nowe",
             Self::SouthEast => "soea",
             Self::SouthWest => "sowe",
+            Self::FocusPoint => "fp",
+            Self::Smart => "sm",
         }
     }
 }
 
 /// Gravity with optional offsets (pixels when >= 1, fraction of the size when < 1).
+/// For [`GravityType::FocusPoint`] the offsets are the point's coordinates (0..=1);
+/// [`GravityType::Smart`] has none.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Gravity {
     pub kind: GravityType,
@@ -82,23 +91,105 @@ pub struct Gravity {
     pub y_offset: f64,
 }
 
-/// Output (and recognised input) image formats.
+/// `c`/`crop`: cut a region out of the source before resizing. Sizes are pixels when
+/// >= 1, fractions of the source when < 1, and 0 means the whole source dimension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crop {
+    pub width: f64,
+    pub height: f64,
+    /// `None` = the request's `gravity` (imgproxy's behaviour).
+    pub gravity: Option<Gravity>,
+}
+
+/// `ex`/`extend` and `exar`/`extend_aspect_ratio`: grow the canvas to the requested
+/// size (or aspect ratio) instead of leaving the result smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Extend {
+    pub enabled: bool,
+    /// `None` = centre.
+    pub gravity: Option<Gravity>,
+}
+
+/// `t`/`trim`: remove a uniform border.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trim {
+    /// Colour distance (0..=255) still counted as border.
+    pub threshold: f64,
+    /// Border colour; `None` = the colour of the top-left pixel.
+    pub color: Option<Rgb>,
+    /// Trim the same amount from left and right.
+    pub equal_hor: bool,
+    /// Trim the same amount from top and bottom.
+    pub equal_ver: bool,
+}
+
+/// `pd`/`padding`, in CSS order; applied after everything else, scaled by `dpr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding {
+    pub top: u32,
+    pub right: u32,
+    pub bottom: u32,
+    pub left: u32,
+}
+
+impl Padding {
+    pub fn is_zero(&self) -> bool {
+        *self == Padding::default()
+    }
+}
+
+/// An opaque colour (`bg`, `trim` colour).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rgb(pub u8, pub u8, pub u8);
+
+impl Rgb {
+    /// `rrggbb`, the canonical spelling.
+    pub fn hex(self) -> String {
+        format!("{:02x}{:02x}{:02x}", self.0, self.1, self.2)
+    }
+}
+
+/// `jpgo`/`jpeg_options` (imgproxy Pro's names; the subset libjpeg-turbo does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JpegOptions {
+    pub progressive: bool,
+    /// 4:4:4 instead of 4:2:0 chroma.
+    pub no_subsample: bool,
+}
+
+/// Image formats: every format the engine reads, and the subset it writes
+/// ([`Format::can_encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Format {
     Jpeg,
     Png,
     Webp,
+    Avif,
     Gif,
+    /// Read only.
+    Bmp,
+    /// Read only.
+    Tiff,
+    /// Read only.
+    Ico,
 }
 
 impl Format {
+    /// Every format, in canonical order.
+    pub const ALL: [Format; 8] =
+        [Format::Jpeg, Format::Png, Format::Webp, Format::Avif, Format::Gif, Format::Bmp, Format::Tiff, Format::Ico];
+
     /// Parses an extension or `format` argument (`jpg`, `jpeg`, `png`, `webp`, ...).
     pub fn from_ext(ext: &str) -> Option<Format> {
         match ext.to_ascii_lowercase().as_str() {
             "jpg" | "jpeg" => Some(Format::Jpeg),
             "png" => Some(Format::Png),
             "webp" => Some(Format::Webp),
+            "avif" => Some(Format::Avif),
             "gif" => Some(Format::Gif),
+            "bmp" => Some(Format::Bmp),
+            "tif" | "tiff" => Some(Format::Tiff),
+            "ico" => Some(Format::Ico),
             _ => None,
         }
     }
@@ -109,7 +200,11 @@ impl Format {
             Format::Jpeg => "jpeg",
             Format::Png => "png",
             Format::Webp => "webp",
+            Format::Avif => "avif",
             Format::Gif => "gif",
+            Format::Bmp => "bmp",
+            Format::Tiff => "tiff",
+            Format::Ico => "ico",
         }
     }
 
@@ -118,13 +213,22 @@ impl Format {
             Format::Jpeg => "image/jpeg",
             Format::Png => "image/png",
             Format::Webp => "image/webp",
+            Format::Avif => "image/avif",
             Format::Gif => "image/gif",
+            Format::Bmp => "image/bmp",
+            Format::Tiff => "image/tiff",
+            Format::Ico => "image/x-icon",
         }
     }
 
     /// Whether the transform engine can write this format.
     pub fn can_encode(self) -> bool {
-        matches!(self, Format::Jpeg | Format::Png | Format::Webp)
+        matches!(self, Format::Jpeg | Format::Png | Format::Webp | Format::Avif | Format::Gif)
+    }
+
+    /// Whether the format can carry an alpha channel.
+    pub fn has_alpha(self) -> bool {
+        !matches!(self, Format::Jpeg)
     }
 }
 
@@ -134,23 +238,72 @@ impl fmt::Display for Format {
     }
 }
 
-/// Processing options. Every field's default is the no-op, and defaults are elided
-/// from the canonical form.
+/// Processing options. Every field's default is the no-op (or imgproxy's default),
+/// and defaults are elided from the canonical form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
+    // --- geometry
     pub resizing_type: ResizingType,
     /// Target width in pixels; 0 = derive from height / keep source.
     pub width: u32,
     /// Target height in pixels; 0 = derive from width / keep source.
     pub height: u32,
-    /// Device pixel ratio multiplier for width and height, > 0.
+    /// `mw`/`min-width`: the result is at least this wide (0 = off).
+    pub min_width: u32,
+    /// `mh`/`min-height`: the result is at least this tall (0 = off).
+    pub min_height: u32,
+    /// `z`/`zoom`: multipliers applied after the size is computed, > 0.
+    pub zoom_x: f64,
+    pub zoom_y: f64,
+    /// Device pixel ratio multiplier for width, height and padding, > 0.
     pub dpr: f64,
     pub enlarge: bool,
+    pub extend: Extend,
+    pub extend_aspect_ratio: Extend,
     pub gravity: Gravity,
-    /// 1..=100; None = the tenant's default quality.
+    pub crop: Option<Crop>,
+    pub trim: Option<Trim>,
+    pub padding: Padding,
+    /// `rot`: 0, 90, 180 or 270 degrees clockwise, after EXIF orientation.
+    pub rotate: u16,
+    /// `fl`/`flip`: mirror horizontally / vertically, after rotation.
+    pub flip_horizontal: bool,
+    pub flip_vertical: bool,
+    /// `ar`/`auto_rotate`: apply the EXIF orientation (default on).
+    pub auto_rotate: bool,
+    // --- effects
+    /// `bg`: colour for flattening alpha (JPEG) and for extended/padded areas;
+    /// `None` = white when flattening, transparent (or white) when extending.
+    pub background: Option<Rgb>,
+    /// Gaussian blur sigma; 0 = off.
+    pub blur: f64,
+    /// Unsharp-mask sigma; 0 = off.
+    pub sharpen: f64,
+    /// Pixelation block size in pixels; 0 = off.
+    pub pixelate: u32,
+    // --- output
+    /// 1..=100; None = `format_quality` or the tenant's default.
     pub quality: Option<u8>,
+    /// `fq`: per-output-format quality, used when `quality` is not set. Sorted by
+    /// format, one entry per format (the canonical form depends on it).
+    pub format_quality: Vec<(Format, u8)>,
     /// None = keep the source format (or negotiate).
     pub format: Option<Format>,
+    /// `mb`: lower the quality until the result is at most this many bytes (0 = off).
+    pub max_bytes: u64,
+    pub jpeg: JpegOptions,
+    /// `sm`: drop EXIF/XMP/IPTC (default on).
+    pub strip_metadata: bool,
+    /// `kcr`: keep the copyright (and artist) when stripping metadata (default on).
+    pub keep_copyright: bool,
+    /// `scp`: convert to sRGB and drop the ICC profile (default on); off = keep the
+    /// profile where the output format can carry it.
+    pub strip_color_profile: bool,
+    /// `skp`: source formats served as they are (no decode, no transform). Sorted,
+    /// no duplicates.
+    pub skip_processing: Vec<Format>,
+    /// `raw`: stream the source unchanged (no transform at all).
+    pub raw: bool,
     /// Opaque string that only changes the cache key.
     pub cachebuster: Option<String>,
 }
@@ -161,13 +314,49 @@ impl Default for Options {
             resizing_type: ResizingType::Fit,
             width: 0,
             height: 0,
+            min_width: 0,
+            min_height: 0,
+            zoom_x: 1.0,
+            zoom_y: 1.0,
             dpr: 1.0,
             enlarge: false,
+            extend: Extend::default(),
+            extend_aspect_ratio: Extend::default(),
             gravity: Gravity::default(),
+            crop: None,
+            trim: None,
+            padding: Padding::default(),
+            rotate: 0,
+            flip_horizontal: false,
+            flip_vertical: false,
+            auto_rotate: true,
+            background: None,
+            blur: 0.0,
+            sharpen: 0.0,
+            pixelate: 0,
             quality: None,
+            format_quality: Vec::new(),
             format: None,
+            max_bytes: 0,
+            jpeg: JpegOptions::default(),
+            strip_metadata: true,
+            keep_copyright: true,
+            strip_color_profile: true,
+            skip_processing: Vec::new(),
+            raw: false,
             cachebuster: None,
         }
+    }
+}
+
+impl Options {
+    /// The quality to encode `format` with: `q`, else `fq` for that format, else the
+    /// tenant's default.
+    pub fn quality_for(&self, format: Format, default: u8) -> u8 {
+        self.quality
+            .or_else(|| self.format_quality.iter().find(|(f, _)| *f == format).map(|(_, q)| *q))
+            .unwrap_or(default)
+            .clamp(1, 100)
     }
 }
 

@@ -10,7 +10,9 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
-use super::{Format, Gravity, GravityType, ImageRequest, OptionError, Options, ResizingType, Source};
+use super::{
+    Crop, Extend, Format, Gravity, GravityType, ImageRequest, OptionError, Options, ResizingType, Rgb, Source, Trim,
+};
 
 /// One configured origin as the parser sees it.
 #[derive(Debug, Clone)]
@@ -49,6 +51,16 @@ pub const MAX_CACHEBUSTER_LEN: usize = 256;
 /// Largest gravity offset magnitude: offsets are pixels or fractions, so anything bigger
 /// than a dimension is meaningless, and the bound keeps canonical strings short.
 pub const MAX_OFFSET: f64 = 65535.0;
+/// Largest `z`/`zoom` factor.
+pub const MAX_ZOOM: f64 = 100.0;
+/// Largest blur / sharpen sigma: beyond it every result is a flat colour anyway.
+pub const MAX_SIGMA: f64 = 100.0;
+/// Largest `pix`/`pixelate` block size in pixels.
+pub const MAX_PIXELATE: u32 = 1024;
+/// Largest `mb`/`max_bytes` (100 MiB).
+pub const MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest `t`/`trim` threshold (a colour distance on 8-bit channels).
+pub const MAX_TRIM_THRESHOLD: f64 = 255.0;
 
 /// imgproxy decodes with Go's RawURLEncoding after trimming `=`: no padding required and
 /// non-zero trailing bits tolerated, so URLs built by lenient encoders keep working.
@@ -114,6 +126,7 @@ fn parse_with(path: &str, mode: Mode<'_>) -> Result<ParsedPath, OptionError> {
         // the extension wins over `f:`, as in imgproxy
         st.options.format = ext_format;
     }
+    normalize(&mut st.options);
     let source = resolve_source(&decoded, mode)?;
     Ok(ParsedPath { request: ImageRequest { options: st.options, source }, expires: st.expires })
 }
@@ -131,7 +144,8 @@ fn apply_preset(name: &str, text: &str, st: &mut State) -> Result<(), OptionErro
 }
 
 /// Applies one `name:arg:...` segment. `presets` is `None` where presets are not allowed;
-/// `in_preset` names the preset being expanded.
+/// `in_preset` names the preset being expanded. Argument rules follow imgproxy's
+/// `options/parser`: an empty positional argument leaves that value unchanged unless noted.
 fn apply_option(
     seg: &str,
     st: &mut State,
@@ -143,41 +157,178 @@ fn apply_option(
     let o = &mut st.options;
     match name {
         "resize" | "rs" => {
-            max_args(name, &args, 5)?;
+            // rs:type:width:height:enlarge:extend:gravity:x:y
+            max_args(name, &args, 8)?;
             set_resizing_type(name, &mut o.resizing_type, arg(&args, 0))?;
-            set_dimension(name, "width", &mut o.width, arg(&args, 1))?;
-            set_dimension(name, "height", &mut o.height, arg(&args, 2))?;
-            set_bool(name, &mut o.enlarge, arg(&args, 3))?;
-            check_extend(name, arg(&args, 4))?;
+            apply_size(name, o, args.get(1..).unwrap_or(&[]))?;
         }
         "size" | "s" => {
-            max_args(name, &args, 4)?;
-            set_dimension(name, "width", &mut o.width, arg(&args, 0))?;
-            set_dimension(name, "height", &mut o.height, arg(&args, 1))?;
-            set_bool(name, &mut o.enlarge, arg(&args, 2))?;
-            check_extend(name, arg(&args, 3))?;
+            max_args(name, &args, 7)?;
+            apply_size(name, o, &args)?;
         }
         "resizing_type" | "rt" => {
             set_resizing_type(name, &mut o.resizing_type, one_arg(name, &args)?)?;
         }
         "width" | "w" => set_dimension(name, "width", &mut o.width, one_arg(name, &args)?)?,
         "height" | "h" => set_dimension(name, "height", &mut o.height, one_arg(name, &args)?)?,
-        "enlarge" | "el" => set_bool(name, &mut o.enlarge, one_arg(name, &args)?)?,
-        "gravity" | "g" => o.gravity = parse_gravity(name, &args)?,
-        "quality" | "q" => {
-            let q = parse_uint(one_arg(name, &args)?)
-                .filter(|q| *q <= 100)
-                .ok_or_else(|| invalid(name, "quality must be an integer in 0..=100"))?;
-            // 0 means "the tenant's default", like imgproxy
-            o.quality = u8::try_from(q).ok().filter(|q| *q > 0);
+        "min-width" | "mw" => set_dimension(name, "min-width", &mut o.min_width, one_arg(name, &args)?)?,
+        "min-height" | "mh" => set_dimension(name, "min-height", &mut o.min_height, one_arg(name, &args)?)?,
+        "zoom" | "z" => {
+            if args.len() > 2 {
+                return Err(invalid(name, "expected zoom or zoom_x:zoom_y"));
+            }
+            let zoom = |a: &str| {
+                parse_float(a)
+                    .filter(|z| *z > 0.0 && *z <= MAX_ZOOM)
+                    .ok_or_else(|| invalid(name, "zoom must be a number in (0, 100]"))
+            };
+            o.zoom_x = zoom(arg(&args, 0))?;
+            // one argument zooms both axes, as in imgproxy
+            o.zoom_y = if args.len() == 2 { zoom(arg(&args, 1))? } else { o.zoom_x };
         }
-        "format" | "f" | "ext" => o.format = Some(parse_format(one_arg(name, &args)?)?),
         "dpr" => {
             let d = parse_float(one_arg(name, &args)?)
                 .filter(|d| *d > 0.0 && *d <= MAX_DPR)
                 .ok_or_else(|| invalid(name, "dpr must be a number in (0, 8]"))?;
             o.dpr = d;
         }
+        "enlarge" | "el" => set_bool(name, "enlarge", &mut o.enlarge, one_arg(name, &args)?)?,
+        "extend" | "ex" => apply_extend(name, &mut o.extend, &args)?,
+        "extend_aspect_ratio" | "extend_ar" | "exar" => apply_extend(name, &mut o.extend_aspect_ratio, &args)?,
+        "gravity" | "g" => o.gravity = parse_gravity(name, &args, true)?,
+        "crop" | "c" => {
+            // c:width:height:gravity:x:y
+            max_args(name, &args, 5)?;
+            let mut crop = o.crop.unwrap_or(Crop { width: 0.0, height: 0.0, gravity: None });
+            crop.width = crop_size(name, arg(&args, 0))?;
+            if args.len() > 1 {
+                crop.height = crop_size(name, arg(&args, 1))?;
+            }
+            if args.len() > 2 {
+                crop.gravity = Some(parse_gravity(name, &args[2..], true)?);
+            }
+            o.crop = Some(crop);
+        }
+        "trim" | "t" => {
+            // t:threshold:color:equal_hor:equal_ver
+            max_args(name, &args, 4)?;
+            let prev = o.trim;
+            let mut trim = Trim {
+                threshold: 0.0,
+                color: None,
+                equal_hor: prev.is_some_and(|t| t.equal_hor),
+                equal_ver: prev.is_some_and(|t| t.equal_ver),
+            };
+            let threshold = arg(&args, 0);
+            let c = arg(&args, 1);
+            if !c.is_empty() {
+                trim.color = Some(parse_hex_color(c).ok_or_else(|| invalid(name, "color must be hex rgb or rrggbb"))?);
+            }
+            set_bool(name, "equal_hor", &mut trim.equal_hor, arg(&args, 2))?;
+            set_bool(name, "equal_ver", &mut trim.equal_ver, arg(&args, 3))?;
+            // imgproxy: trimming is on exactly when a threshold is given
+            o.trim = if threshold.is_empty() {
+                None
+            } else {
+                trim.threshold = parse_float(threshold)
+                    .filter(|t| (0.0..=MAX_TRIM_THRESHOLD).contains(t))
+                    .ok_or_else(|| invalid(name, "threshold must be a number in 0..=255"))?;
+                Some(trim)
+            };
+        }
+        "padding" | "pd" => {
+            max_args(name, &args, 4)?;
+            // imgproxy's CSS-like fill-in: right = top, bottom = top, left = right
+            let p = &mut o.padding;
+            set_dimension(name, "padding", &mut p.top, arg(&args, 0))?;
+            p.right = p.top;
+            set_dimension(name, "padding", &mut p.right, arg(&args, 1))?;
+            p.bottom = p.top;
+            set_dimension(name, "padding", &mut p.bottom, arg(&args, 2))?;
+            p.left = p.right;
+            set_dimension(name, "padding", &mut p.left, arg(&args, 3))?;
+        }
+        "auto_rotate" | "ar" => set_bool(name, "auto_rotate", &mut o.auto_rotate, one_arg(name, &args)?)?,
+        "rotate" | "rot" => {
+            let deg = parse_int(one_arg(name, &args)?)
+                .filter(|d| d % 90 == 0)
+                .ok_or_else(|| invalid(name, "angle must be a multiple of 90"))?;
+            // `rem_euclid(360)` of a multiple of 90 is 0, 90, 180 or 270
+            o.rotate = u16::try_from(deg.rem_euclid(360)).unwrap_or(0);
+        }
+        "flip" | "fl" => {
+            max_args(name, &args, 2)?;
+            set_bool(name, "flip", &mut o.flip_horizontal, arg(&args, 0))?;
+            set_bool(name, "flip", &mut o.flip_vertical, arg(&args, 1))?;
+        }
+        "background" | "bg" => {
+            o.background = match args.as_slice() {
+                // imgproxy: an empty `bg:` resets the background
+                [""] => None,
+                [hex] => Some(parse_hex_color(hex).ok_or_else(|| invalid(name, "color must be hex rgb or rrggbb"))?),
+                [r, g, b] => {
+                    let c = |a: &str| {
+                        parse_uint(a)
+                            .and_then(|v| u8::try_from(v).ok())
+                            .ok_or_else(|| invalid(name, "R, G and B must be integers in 0..=255"))
+                    };
+                    Some(Rgb(c(r)?, c(g)?, c(b)?))
+                }
+                _ => return Err(invalid(name, "expected a hex color or R:G:B")),
+            };
+        }
+        "blur" | "bl" => o.blur = parse_sigma(name, one_arg(name, &args)?)?,
+        "sharpen" | "sh" => o.sharpen = parse_sigma(name, one_arg(name, &args)?)?,
+        "pixelate" | "pix" => {
+            o.pixelate = parse_uint(one_arg(name, &args)?)
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v <= MAX_PIXELATE)
+                .ok_or_else(|| invalid(name, "size must be an integer in 0..=1024"))?;
+        }
+        "strip_metadata" | "sm" => set_bool(name, "strip_metadata", &mut o.strip_metadata, one_arg(name, &args)?)?,
+        "keep_copyright" | "kcr" => set_bool(name, "keep_copyright", &mut o.keep_copyright, one_arg(name, &args)?)?,
+        "strip_color_profile" | "scp" => {
+            set_bool(name, "strip_color_profile", &mut o.strip_color_profile, one_arg(name, &args)?)?
+        }
+        "quality" | "q" => o.quality = parse_quality(name, one_arg(name, &args)?)?,
+        "format_quality" | "fq" => {
+            if !args.len().is_multiple_of(2) || args.iter().any(|a| a.is_empty()) {
+                return Err(invalid(name, "expected format:quality pairs"));
+            }
+            for pair in args.chunks_exact(2) {
+                let format = parse_format(pair[0])?;
+                let q = parse_quality(name, pair[1])?;
+                // last one wins; quality 0 means "the default" and removes the entry
+                o.format_quality.retain(|(f, _)| *f != format);
+                if let Some(q) = q {
+                    o.format_quality.push((format, q));
+                }
+            }
+            o.format_quality.sort_unstable();
+        }
+        "format" | "f" | "ext" => o.format = Some(parse_format(one_arg(name, &args)?)?),
+        "max_bytes" | "mb" => {
+            o.max_bytes = parse_uint(one_arg(name, &args)?)
+                .filter(|v| *v <= MAX_BYTES)
+                .ok_or_else(|| invalid(name, "max_bytes must be an integer in 0..=104857600"))?;
+        }
+        "jpeg_options" | "jpgo" => {
+            max_args(name, &args, 2)?;
+            set_bool(name, "progressive", &mut o.jpeg.progressive, arg(&args, 0))?;
+            set_bool(name, "no_subsample", &mut o.jpeg.no_subsample, arg(&args, 1))?;
+        }
+        "skip_processing" | "skp" => {
+            for a in &args {
+                if a.is_empty() {
+                    return Err(invalid(name, "empty format"));
+                }
+                let f = Format::from_ext(a).ok_or_else(|| OptionError::UnsupportedFormat(clip(a)))?;
+                o.skip_processing.push(f);
+            }
+            o.skip_processing.sort_unstable();
+            o.skip_processing.dedup();
+        }
+        "raw" => set_bool(name, "raw", &mut o.raw, one_arg(name, &args)?)?,
         "expires" | "exp" => {
             let t =
                 parse_uint(one_arg(name, &args)?).ok_or_else(|| invalid(name, "expires must be a unix timestamp"))?;
@@ -207,6 +358,46 @@ fn apply_option(
             }
         }
         _ => return Err(OptionError::UnknownOption(clip(name))),
+    }
+    Ok(())
+}
+
+/// Drops values that cannot matter, so each request has one canonical spelling. Runs once,
+/// after all options, because imgproxy lets later options build on earlier ones (`ex:0:no`
+/// then `ex:1` extends towards north).
+fn normalize(o: &mut Options) {
+    for ex in [&mut o.extend, &mut o.extend_aspect_ratio] {
+        if !ex.enabled || ex.gravity == Some(Gravity::default()) {
+            ex.gravity = None;
+        }
+    }
+    // 0 × 0 crops the whole source, whatever the gravity
+    if o.crop.is_some_and(|c| c.width == 0.0 && c.height == 0.0) {
+        o.crop = None;
+    }
+}
+
+/// `width:height:enlarge:extend:gravity:x:y`, the tail shared by `s` and `rs`.
+fn apply_size(name: &str, o: &mut Options, args: &[&str]) -> Result<(), OptionError> {
+    set_dimension(name, "width", &mut o.width, arg(args, 0))?;
+    set_dimension(name, "height", &mut o.height, arg(args, 1))?;
+    set_bool(name, "enlarge", &mut o.enlarge, arg(args, 2))?;
+    match args.get(3..) {
+        Some(ext) if !arg(ext, 0).is_empty() => apply_extend(name, &mut o.extend, ext),
+        // imgproxy ignores extend gravity without the flag; refusing it keeps typos visible
+        Some(ext) if ext.iter().any(|a| !a.is_empty()) => Err(invalid(name, "extend gravity without extend")),
+        _ => Ok(()),
+    }
+}
+
+/// `extend:gravity:x:y` (`ex`, `exar`, and the tail of `rs`/`s`). The gravity is kept when
+/// not given, as in imgproxy; smart gravity makes no sense for extending.
+fn apply_extend(name: &str, dst: &mut Extend, args: &[&str]) -> Result<(), OptionError> {
+    max_args(name, args, 4)?;
+    let a = arg(args, 0);
+    dst.enabled = parse_bool(a).ok_or_else(|| invalid(name, "extend must be 1/t/true or 0/f/false"))?;
+    if args.len() > 1 {
+        dst.gravity = Some(parse_gravity(name, &args[1..], false)?);
     }
     Ok(())
 }
@@ -283,22 +474,12 @@ fn parse_bool(a: &str) -> Option<bool> {
     }
 }
 
-fn set_bool(name: &str, dst: &mut bool, a: &str) -> Result<(), OptionError> {
+fn set_bool(name: &str, what: &str, dst: &mut bool, a: &str) -> Result<(), OptionError> {
     if a.is_empty() {
         return Ok(());
     }
-    *dst = parse_bool(a).ok_or_else(|| invalid(name, "enlarge must be 1/t/true or 0/f/false"))?;
+    *dst = parse_bool(a).ok_or_else(|| invalid(name, format!("{what} must be 1/t/true or 0/f/false")))?;
     Ok(())
-}
-
-/// Extending the canvas is not implemented; accept only the spellings of "off" so that
-/// URLs written for imgproxy with an explicit `:0` keep working.
-fn check_extend(name: &str, a: &str) -> Result<(), OptionError> {
-    if a.is_empty() || parse_bool(a) == Some(false) {
-        Ok(())
-    } else {
-        Err(invalid(name, "extend is not supported"))
-    }
 }
 
 /// Plain decimal digits only: `u64::from_str` would also take `+5`.
@@ -319,7 +500,9 @@ fn parse_float(a: &str) -> Option<f64> {
     v.is_finite().then_some(if v == 0.0 { 0.0 } else { v })
 }
 
-fn parse_gravity(name: &str, args: &[&str]) -> Result<Gravity, OptionError> {
+/// `type:x:y`. Compass types take optional offsets (pixels when >= 1, fractions when < 1);
+/// `fp` needs both coordinates in 0..=1; `sm` takes none and only where `allow_smart`.
+fn parse_gravity(name: &str, args: &[&str], allow_smart: bool) -> Result<Gravity, OptionError> {
     let kind = match arg(args, 0) {
         "ce" => GravityType::Center,
         "no" => GravityType::North,
@@ -330,21 +513,87 @@ fn parse_gravity(name: &str, args: &[&str]) -> Result<Gravity, OptionError> {
         "nowe" => GravityType::NorthWest,
         "soea" => GravityType::SouthEast,
         "sowe" => GravityType::SouthWest,
-        "sm" => return Err(invalid(name, "smart gravity (sm) is not supported")),
-        "fp" => return Err(invalid(name, "focus point gravity (fp) is not supported")),
+        "fp" => GravityType::FocusPoint,
+        "sm" if allow_smart => GravityType::Smart,
+        "sm" => return Err(invalid(name, "smart gravity (sm) is not allowed here")),
         "" => return Err(invalid(name, "missing gravity type")),
         other => return Err(invalid(name, format!("unknown gravity type: {}", clip(other)))),
     };
-    max_args(name, args, 3)?;
-    let offset = |a: &str| -> Result<f64, OptionError> {
-        if a.is_empty() {
-            return Ok(0.0);
+    match kind {
+        GravityType::Smart if args.len() > 1 => Err(invalid(name, "smart gravity (sm) takes no offsets")),
+        GravityType::Smart => Ok(Gravity { kind, x_offset: 0.0, y_offset: 0.0 }),
+        GravityType::FocusPoint => {
+            if args.len() != 3 {
+                return Err(invalid(name, "focus point gravity needs fp:x:y"));
+            }
+            let coord = |a: &str| -> Result<f64, OptionError> {
+                if a.is_empty() {
+                    return Ok(0.0);
+                }
+                parse_float(a)
+                    .filter(|v| (0.0..=1.0).contains(v))
+                    .ok_or_else(|| invalid(name, "focus point coordinates must be numbers in 0..=1"))
+            };
+            Ok(Gravity { kind, x_offset: coord(args[1])?, y_offset: coord(args[2])? })
         }
-        parse_float(a)
-            .filter(|v| v.abs() <= MAX_OFFSET)
-            .ok_or_else(|| invalid(name, "offsets must be numbers in -65535..=65535"))
-    };
-    Ok(Gravity { kind, x_offset: offset(arg(args, 1))?, y_offset: offset(arg(args, 2))? })
+        _ => {
+            max_args(name, args, 3)?;
+            let offset = |a: &str| -> Result<f64, OptionError> {
+                if a.is_empty() {
+                    return Ok(0.0);
+                }
+                parse_float(a)
+                    .filter(|v| v.abs() <= MAX_OFFSET)
+                    .ok_or_else(|| invalid(name, "offsets must be numbers in -65535..=65535"))
+            };
+            Ok(Gravity { kind, x_offset: offset(arg(args, 1))?, y_offset: offset(arg(args, 2))? })
+        }
+    }
+}
+
+/// Signed decimal integer, as Go's `strconv.Atoi` reads it.
+fn parse_int(a: &str) -> Option<i64> {
+    let digits = a.strip_prefix(['-', '+']).unwrap_or(a);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    a.parse().ok()
+}
+
+/// `q` and the qualities of `fq`: 0..=100, where 0 means "the default" (`None`).
+fn parse_quality(name: &str, a: &str) -> Result<Option<u8>, OptionError> {
+    let q =
+        parse_uint(a).filter(|q| *q <= 100).ok_or_else(|| invalid(name, "quality must be an integer in 0..=100"))?;
+    Ok(u8::try_from(q).ok().filter(|q| *q > 0))
+}
+
+/// Blur and sharpen sigma: 0 (off) ..= [`MAX_SIGMA`].
+fn parse_sigma(name: &str, a: &str) -> Result<f64, OptionError> {
+    parse_float(a)
+        .filter(|s| (0.0..=MAX_SIGMA).contains(s))
+        .ok_or_else(|| invalid(name, "sigma must be a number in 0..=100"))
+}
+
+/// A crop side: pixels when >= 1, a fraction of the source when < 1, 0 = the whole side.
+fn crop_size(name: &str, a: &str) -> Result<f64, OptionError> {
+    parse_float(a)
+        .filter(|v| (0.0..=f64::from(MAX_DIMENSION)).contains(v))
+        .ok_or_else(|| invalid(name, "crop sizes must be numbers in 0..=65535"))
+}
+
+/// `rgb` or `rrggbb` hex, as imgproxy's `RGBFromHex`.
+fn parse_hex_color(a: &str) -> Option<Rgb> {
+    if !matches!(a.len(), 3 | 6) || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let v = u32::from_str_radix(a, 16).ok()?;
+    // the shifts and masks keep every value in 0..=255
+    let byte = |x: u32| u8::try_from(x & 0xff).unwrap_or(0);
+    Some(if a.len() == 3 {
+        Rgb(byte((v >> 8) * 17), byte(((v >> 4) & 0xf) * 17), byte((v & 0xf) * 17))
+    } else {
+        Rgb(byte(v >> 16), byte(v >> 8), byte(v))
+    })
 }
 
 fn parse_format(a: &str) -> Result<Format, OptionError> {

@@ -34,6 +34,12 @@ fn presets(with_default: bool) -> HashMap<String, String> {
     let mut p: HashMap<String, String> = [
         ("thumb", "rs:fill:200:200/q:70"),
         ("webp", "f:webp"),
+        // presets may use every option
+        (
+            "everything",
+            "rs:fill:10:10:0:1:no/mw:1/mh:2/z:2/ex:1/exar:1:so/g:fp:0.5:0.5/c:0.5:0.5:sm/t:5:fff:1/pd:1:2/rot:90/\
+             fl:1/ar:0/bg:fff/bl:1/sh:2/pix:4/q:50/fq:webp:60/f:avif/mb:1000/jpgo:1:1/sm:0/kcr:0/scp:0/skp:gif/raw:1",
+        ),
         // broken presets, normally refused by config validation
         ("nested", "pr:thumb"),
         ("broken", "q:80/plain"),
@@ -247,6 +253,59 @@ fn spec_example_fields() {
 }
 
 #[test]
+fn full_option_set_fields() {
+    let ctxs = Contexts::new();
+    let p = parse("/pr:everything/plain/a.jpg", &ctxs.standard()).unwrap();
+    let o = p.request.options;
+    let g = |kind, x_offset, y_offset| Gravity { kind, x_offset, y_offset };
+    let expected = Options {
+        resizing_type: ResizingType::Fill,
+        width: 10,
+        height: 10,
+        min_width: 1,
+        min_height: 2,
+        zoom_x: 2.0,
+        zoom_y: 2.0,
+        extend: Extend { enabled: true, gravity: Some(g(GravityType::North, 0.0, 0.0)) },
+        extend_aspect_ratio: Extend { enabled: true, gravity: Some(g(GravityType::South, 0.0, 0.0)) },
+        gravity: g(GravityType::FocusPoint, 0.5, 0.5),
+        crop: Some(Crop { width: 0.5, height: 0.5, gravity: Some(g(GravityType::Smart, 0.0, 0.0)) }),
+        trim: Some(Trim { threshold: 5.0, color: Some(Rgb(255, 255, 255)), equal_hor: true, equal_ver: false }),
+        padding: Padding { top: 1, right: 2, bottom: 1, left: 2 },
+        rotate: 90,
+        flip_horizontal: true,
+        auto_rotate: false,
+        background: Some(Rgb(255, 255, 255)),
+        blur: 1.0,
+        sharpen: 2.0,
+        pixelate: 4,
+        quality: Some(50),
+        format_quality: vec![(Format::Webp, 60)],
+        format: Some(Format::Avif),
+        max_bytes: 1000,
+        jpeg: JpegOptions { progressive: true, no_subsample: true },
+        strip_metadata: false,
+        keep_copyright: false,
+        strip_color_profile: false,
+        skip_processing: vec![Format::Gif],
+        raw: true,
+        ..Options::default()
+    };
+    assert_eq!(o, expected);
+    assert_eq!(o.quality_for(Format::Webp, 80), 50);
+}
+
+#[test]
+fn hex_colors_expand_like_imgproxy() {
+    let ctxs = Contexts::new();
+    let bg = |hex: &str| parse(&format!("/bg:{hex}/plain/a.jpg"), &ctxs.standard()).unwrap().request.options.background;
+    assert_eq!(bg("f0a"), Some(Rgb(0xff, 0x00, 0xaa)));
+    assert_eq!(bg("123"), Some(Rgb(0x11, 0x22, 0x33)));
+    assert_eq!(bg("0A0b0C"), Some(Rgb(10, 11, 12)));
+    assert_eq!(bg("1:2:3"), Some(Rgb(1, 2, 3)));
+}
+
+#[test]
 fn all_defaults_canonical() {
     let r =
         ImageRequest { options: Options::default(), source: Source { origin: "photos".into(), key: "a.jpg".into() } };
@@ -277,25 +336,50 @@ fn resizing_type() -> impl Strategy<Value = ResizingType> {
     ])
 }
 
-fn gravity() -> impl Strategy<Value = Gravity> {
-    let kind = prop::sample::select(vec![
-        GravityType::Center,
-        GravityType::North,
-        GravityType::South,
-        GravityType::East,
-        GravityType::West,
-        GravityType::NorthEast,
-        GravityType::NorthWest,
-        GravityType::SouthEast,
-        GravityType::SouthWest,
-    ]);
-    let offset = prop_oneof![
+/// Offsets for compass gravities: pixels, fractions, extremes.
+fn offset() -> impl Strategy<Value = f64> {
+    prop_oneof![
         3 => Just(0.0),
         1 => -1.0f64..1.0,
         1 => -65535.0f64..=65535.0,
         1 => (-500i32..500).prop_map(f64::from),
-    ];
-    (kind, offset.clone(), offset).prop_map(|(kind, x_offset, y_offset)| Gravity { kind, x_offset, y_offset })
+    ]
+}
+
+/// Any valid gravity; `smart` only where it is allowed (not for extend).
+fn gravity_with(smart: bool) -> impl Strategy<Value = Gravity> {
+    let compass = (
+        prop::sample::select(vec![
+            GravityType::Center,
+            GravityType::North,
+            GravityType::South,
+            GravityType::East,
+            GravityType::West,
+            GravityType::NorthEast,
+            GravityType::NorthWest,
+            GravityType::SouthEast,
+            GravityType::SouthWest,
+        ]),
+        offset(),
+        offset(),
+    )
+        .prop_map(|(kind, x_offset, y_offset)| Gravity { kind, x_offset, y_offset });
+    let coord = prop_oneof![Just(0.0), Just(1.0), Just(0.5), 0.0f64..=1.0];
+    let focus = (coord.clone(), coord).prop_map(|(x_offset, y_offset)| Gravity {
+        kind: GravityType::FocusPoint,
+        x_offset,
+        y_offset,
+    });
+    let sm = Just(Gravity { kind: GravityType::Smart, x_offset: 0.0, y_offset: 0.0 });
+    if smart {
+        prop_oneof![6 => compass, 1 => focus, 1 => sm].boxed()
+    } else {
+        prop_oneof![6 => compass, 1 => focus].boxed()
+    }
+}
+
+fn gravity() -> impl Strategy<Value = Gravity> {
+    gravity_with(true)
 }
 
 fn dpr() -> impl Strategy<Value = f64> {
@@ -304,6 +388,159 @@ fn dpr() -> impl Strategy<Value = f64> {
         1 => (1u32..=800).prop_map(|n| f64::from(n) / 100.0),
         1 => (0.0f64..=8.0).prop_filter("dpr > 0", |d| *d > 0.0),
     ]
+}
+
+/// A value that is mostly the default, so several fields are set at once only sometimes.
+fn mostly<T: Clone + std::fmt::Debug + 'static>(
+    default: T,
+    other: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<T> {
+    prop_oneof![3 => Just(default), 1 => other].boxed()
+}
+
+fn extend() -> impl Strategy<Value = Extend> {
+    // normalised as the parser leaves it: no gravity when off, centre without offsets is `None`
+    let on = prop::option::of(gravity_with(false))
+        .prop_map(|g| Extend { enabled: true, gravity: g.filter(|g| *g != Gravity::default()) });
+    mostly(Extend::default(), on)
+}
+
+fn crop() -> impl Strategy<Value = Option<Crop>> {
+    let side = prop_oneof![Just(0.0), 0.0f64..1.0, (1u32..=65535).prop_map(f64::from), 0.0f64..=65535.0];
+    let crop = (side.clone(), side, prop::option::of(gravity()))
+        .prop_filter("0 x 0 is no crop", |(w, h, _)| *w != 0.0 || *h != 0.0)
+        .prop_map(|(width, height, gravity)| Some(Crop { width, height, gravity }));
+    mostly(None, crop)
+}
+
+fn rgb() -> impl Strategy<Value = Rgb> {
+    any::<(u8, u8, u8)>().prop_map(|(r, g, b)| Rgb(r, g, b))
+}
+
+fn trim() -> impl Strategy<Value = Option<Trim>> {
+    let threshold = prop_oneof![Just(0.0), Just(10.0), Just(255.0), 0.0f64..=255.0];
+    let trim = (threshold, prop::option::of(rgb()), any::<bool>(), any::<bool>())
+        .prop_map(|(threshold, color, equal_hor, equal_ver)| Some(Trim { threshold, color, equal_hor, equal_ver }));
+    mostly(None, trim)
+}
+
+fn padding() -> impl Strategy<Value = Padding> {
+    let side = prop_oneof![Just(0u32), 0u32..=100, 0u32..=65535];
+    let any_padding = (side.clone(), side.clone(), side.clone(), side).prop_map(|(top, right, bottom, left)| Padding {
+        top,
+        right,
+        bottom,
+        left,
+    });
+    let css = (0u32..=50, 0u32..=50).prop_map(|(v, h)| Padding { top: v, right: h, bottom: v, left: h });
+    mostly(Padding::default(), prop_oneof![any_padding, css])
+}
+
+fn sigma() -> impl Strategy<Value = f64> {
+    mostly(0.0, prop_oneof![(1u32..=100).prop_map(f64::from), 0.0f64..=100.0])
+}
+
+fn encodable() -> impl Strategy<Value = Format> {
+    prop::sample::select(Format::ALL.iter().copied().filter(|f| f.can_encode()).collect::<Vec<_>>())
+}
+
+fn format_quality() -> impl Strategy<Value = Vec<(Format, u8)>> {
+    let fq = prop::collection::vec((encodable(), 1u8..=100), 1..5).prop_map(|mut v| {
+        v.sort_by_key(|(f, _)| *f);
+        v.dedup_by_key(|(f, _)| *f);
+        v
+    });
+    mostly(Vec::new(), fq)
+}
+
+fn skip_processing() -> impl Strategy<Value = Vec<Format>> {
+    let skp = prop::sample::subsequence(Format::ALL.to_vec(), 1..=Format::ALL.len());
+    mostly(Vec::new(), skp)
+}
+
+fn geometry() -> impl Strategy<Value = Options> {
+    let dim = || prop_oneof![Just(0u32), 0u32..=65535];
+    let size = (resizing_type(), dim(), dim(), any::<bool>(), mostly(0, 0u32..=65535), mostly(0, 0u32..=65535));
+    let zoom = prop_oneof![
+        3 => Just((1.0, 1.0)),
+        1 => (1u32..=10000).prop_map(|n| (f64::from(n) / 100.0, f64::from(n) / 100.0)),
+        1 => ((0.0f64..=100.0), (0.0f64..=100.0)).prop_filter("zoom > 0", |(x, y)| *x > 0.0 && *y > 0.0),
+    ];
+    let more = (zoom, dpr(), extend(), extend(), gravity(), crop(), trim(), padding());
+    let turn =
+        (prop::sample::select(vec![0u16, 0, 90, 180, 270]), any::<bool>(), any::<bool>(), mostly(true, Just(false)));
+    (size, more, turn).prop_map(
+        |(
+            (resizing_type, width, height, enlarge, min_width, min_height),
+            ((zoom_x, zoom_y), dpr, extend, extend_aspect_ratio, gravity, crop, trim, padding),
+            (rotate, flip_horizontal, flip_vertical, auto_rotate),
+        )| Options {
+            resizing_type,
+            width,
+            height,
+            min_width,
+            min_height,
+            zoom_x,
+            zoom_y,
+            dpr,
+            enlarge,
+            extend,
+            extend_aspect_ratio,
+            gravity,
+            crop,
+            trim,
+            padding,
+            rotate,
+            flip_horizontal,
+            flip_vertical,
+            auto_rotate,
+            ..Options::default()
+        },
+    )
+}
+
+fn options() -> impl Strategy<Value = Options> {
+    let effects = (prop::option::of(rgb()), sigma(), sigma(), mostly(0, 0u32..=1024));
+    let output = (
+        prop::option::of(1u8..=100),
+        format_quality(),
+        prop::option::of(encodable()),
+        mostly(0, 0u64..=100 * 1024 * 1024),
+        any::<(bool, bool)>().prop_map(|(progressive, no_subsample)| JpegOptions { progressive, no_subsample }),
+    );
+    let handling = (
+        mostly(true, Just(false)),
+        mostly(true, Just(false)),
+        mostly(true, Just(false)),
+        skip_processing(),
+        mostly(false, Just(true)),
+        prop::option::of("[A-Za-z0-9._~-]{1,16}"),
+    );
+    (geometry(), effects, output, handling).prop_map(
+        |(
+            geometry,
+            (background, blur, sharpen, pixelate),
+            (quality, format_quality, format, max_bytes, jpeg),
+            (strip_metadata, keep_copyright, strip_color_profile, skip_processing, raw, cachebuster),
+        )| Options {
+            background,
+            blur,
+            sharpen,
+            pixelate,
+            quality,
+            format_quality,
+            format,
+            max_bytes,
+            jpeg,
+            strip_metadata,
+            keep_copyright,
+            strip_color_profile,
+            skip_processing,
+            raw,
+            cachebuster,
+            ..geometry
+        },
+    )
 }
 
 fn key_segment() -> impl Strategy<Value = String> {
@@ -321,25 +558,14 @@ fn key_segment() -> impl Strategy<Value = String> {
 }
 
 fn request() -> impl Strategy<Value = ImageRequest> {
-    let size =
-        (resizing_type(), prop_oneof![Just(0u32), 0u32..=65535], prop_oneof![Just(0u32), 0u32..=65535], any::<bool>());
-    let rest = (
-        dpr(),
-        gravity(),
-        prop::option::of(1u8..=100),
-        prop::option::of(prop::sample::select(vec![Format::Jpeg, Format::Png, Format::Webp])),
-        prop::option::of("[A-Za-z0-9._~-]{1,16}"),
-    );
     let source = (
         prop::sample::select(vec!["photos", "media"]),
         prop::collection::vec(key_segment(), 1..5).prop_map(|v| v.join("/")),
     );
-    (size, rest, source).prop_map(
-        |((resizing_type, width, height, enlarge), (dpr, gravity, quality, format, cb), (origin, key))| ImageRequest {
-            options: Options { resizing_type, width, height, dpr, enlarge, gravity, quality, format, cachebuster: cb },
-            source: Source { origin: origin.to_owned(), key },
-        },
-    )
+    (options(), source).prop_map(|(options, (origin, key))| ImageRequest {
+        options,
+        source: Source { origin: origin.to_owned(), key },
+    })
 }
 
 /// Tiny deterministic choice source so one `u64` drives all spelling choices.
@@ -374,6 +600,206 @@ fn encode_plain(s: &str, c: &mut Choices) -> String {
     }
 }
 
+/// A gravity's arguments in one of their accepted spellings.
+fn gravity_text(c: &mut Choices, g: &Gravity) -> String {
+    match g.kind {
+        GravityType::Smart => "sm".into(),
+        _ if g.kind != GravityType::FocusPoint && g.x_offset == 0.0 && g.y_offset == 0.0 && c.flip() => {
+            g.kind.name().into()
+        }
+        _ => format!("{}:{}:{}", g.kind.name(), g.x_offset, g.y_offset),
+    }
+}
+
+fn bool_word(c: &mut Choices, b: bool) -> &'static str {
+    if b {
+        c.pick(&["1", "t", "true", "TRUE"])
+    } else {
+        c.pick(&["0", "f", "false", "False"])
+    }
+}
+
+/// A colour as `rrggbb`, `RRGGBB`, `rgb` when it has that form, or (for `bg`) `R:G:B`.
+fn color_text(c: &mut Choices, rgb: Rgb, decimal_ok: bool) -> String {
+    let Rgb(r, g, b) = rgb;
+    let short = [r, g, b].iter().all(|v| v % 17 == 0);
+    match c.next() % 4 {
+        0 if decimal_ok => format!("{r}:{g}:{b}"),
+        1 if short => format!("{:x}{:x}{:x}", r / 17, g / 17, b / 17),
+        2 => rgb.hex().to_ascii_uppercase(),
+        _ => rgb.hex(),
+    }
+}
+
+fn extend_text(c: &mut Choices, ex: &Extend) -> String {
+    let mut s = bool_word(c, ex.enabled).to_owned();
+    match ex.gravity {
+        Some(g) => {
+            s.push(':');
+            s.push_str(&gravity_text(c, &g));
+        }
+        // a centre gravity is the default; when off, any gravity is dropped
+        None if c.flip() => s.push_str(if ex.enabled { ":ce" } else { ":no:1:2" }),
+        None => {}
+    }
+    s
+}
+
+/// Spellings of every option beyond size, gravity, quality, dpr, cachebuster and format.
+fn spell_more(o: &Options, c: &mut Choices, opts: &mut Vec<String>, extend_done: bool) {
+    for (v, names) in [(o.min_width, ["mw", "min-width"]), (o.min_height, ["mh", "min-height"])] {
+        if v != 0 || c.flip() {
+            opts.push(format!("{}:{v}", c.pick(&names)));
+        }
+    }
+    if o.zoom_x != 1.0 || o.zoom_y != 1.0 || c.flip() {
+        let name = c.pick(&["z", "zoom"]);
+        if o.zoom_x == o.zoom_y && c.flip() {
+            opts.push(format!("{name}:{}", o.zoom_x));
+        } else {
+            opts.push(format!("{name}:{}:{}", o.zoom_x, o.zoom_y));
+        }
+    }
+    if !extend_done && (o.extend != Extend::default() || c.flip()) {
+        let name = c.pick(&["ex", "extend"]);
+        opts.push(format!("{name}:{}", extend_text(c, &o.extend)));
+    }
+    if o.extend_aspect_ratio != Extend::default() || c.flip() {
+        let name = c.pick(&["exar", "extend_ar", "extend_aspect_ratio"]);
+        opts.push(format!("{name}:{}", extend_text(c, &o.extend_aspect_ratio)));
+    }
+    match &o.crop {
+        Some(crop) => {
+            let name = c.pick(&["c", "crop"]);
+            let mut s = format!("{name}:{}:{}", crop.width, crop.height);
+            if let Some(g) = &crop.gravity {
+                s.push(':');
+                s.push_str(&gravity_text(c, g));
+            }
+            opts.push(s);
+        }
+        None if c.flip() => opts.push(format!("{}:0:0:{}", c.pick(&["c", "crop"]), c.pick(&["no", "sm", "fp:1:0"]))),
+        None => {}
+    }
+    match &o.trim {
+        Some(t) => {
+            let name = c.pick(&["t", "trim"]);
+            let color = match t.color {
+                Some(rgb) => color_text(c, rgb, false),
+                None => String::new(),
+            };
+            let (eh, ev) = (bool_word(c, t.equal_hor), bool_word(c, t.equal_ver));
+            if !t.equal_hor && !t.equal_ver && c.flip() {
+                opts.push(format!("{name}:{}:{color}", t.threshold));
+            } else {
+                opts.push(format!("{name}:{}:{color}:{eh}:{ev}", t.threshold));
+            }
+        }
+        // an empty threshold turns trimming off
+        None if c.flip() => opts.push("t::abc:1".into()),
+        None => {}
+    }
+    if !o.padding.is_zero() || c.flip() {
+        let p = o.padding;
+        let name = c.pick(&["pd", "padding"]);
+        let args = if p.top == p.right && p.right == p.bottom && p.bottom == p.left && c.flip() {
+            format!("{}", p.top)
+        } else if p.top == p.bottom && p.right == p.left && c.flip() {
+            format!("{}:{}", p.top, p.right)
+        } else if p.right == p.left && c.flip() {
+            format!("{}:{}:{}", p.top, p.right, p.bottom)
+        } else {
+            format!("{}:{}:{}:{}", p.top, p.right, p.bottom, p.left)
+        };
+        opts.push(format!("{name}:{args}"));
+    }
+    if o.rotate != 0 || c.flip() {
+        let name = c.pick(&["rot", "rotate"]);
+        let turns = i64::try_from(c.next() % 5).unwrap() - 2;
+        opts.push(format!("{name}:{}", i64::from(o.rotate) + 360 * turns));
+    }
+    if o.flip_horizontal || o.flip_vertical || c.flip() {
+        let name = c.pick(&["fl", "flip"]);
+        let h = bool_word(c, o.flip_horizontal);
+        if !o.flip_vertical && c.flip() {
+            opts.push(format!("{name}:{h}"));
+        } else {
+            opts.push(format!("{name}:{h}:{}", bool_word(c, o.flip_vertical)));
+        }
+    }
+    match o.background {
+        Some(rgb) => {
+            let name = c.pick(&["bg", "background"]);
+            opts.push(format!("{name}:{}", color_text(c, rgb, true)));
+        }
+        None if c.flip() => opts.push("bg:".into()),
+        None => {}
+    }
+    for (v, names) in [(o.blur, ["bl", "blur"]), (o.sharpen, ["sh", "sharpen"])] {
+        if v != 0.0 || c.flip() {
+            opts.push(format!("{}:{v}", c.pick(&names)));
+        }
+    }
+    if o.pixelate != 0 || c.flip() {
+        opts.push(format!("{}:{}", c.pick(&["pix", "pixelate"]), o.pixelate));
+    }
+    if !o.format_quality.is_empty() || c.flip() {
+        let name = c.pick(&["fq", "format_quality"]);
+        let mut pairs: Vec<String> = o.format_quality.iter().map(|(f, q)| format!("{}:{q}", f.ext())).collect();
+        for i in (1..pairs.len()).rev() {
+            let j = usize::try_from(c.next() % (i as u64 + 1)).unwrap();
+            pairs.swap(i, j);
+        }
+        // an earlier pair for the same format loses; quality 0 removes the entry
+        let shadowed = o.format_quality.first().map_or(Format::Gif, |(f, _)| *f);
+        pairs.insert(0, format!("{}:{}", shadowed.ext(), c.pick(&["0", "50"])));
+        if o.format_quality.is_empty() {
+            pairs.truncate(1);
+            pairs[0] = "gif:0".into();
+        }
+        opts.push(format!("{name}:{}", pairs.join(":")));
+    }
+    if o.max_bytes != 0 || c.flip() {
+        opts.push(format!("{}:{}", c.pick(&["mb", "max_bytes"]), o.max_bytes));
+    }
+    if o.jpeg != JpegOptions::default() || c.flip() {
+        let name = c.pick(&["jpgo", "jpeg_options"]);
+        let (p, n) = (bool_word(c, o.jpeg.progressive), bool_word(c, o.jpeg.no_subsample));
+        opts.push(format!("{name}:{p}:{n}"));
+    }
+    let flags = [
+        (o.strip_metadata, true, ["sm", "strip_metadata"]),
+        (o.keep_copyright, true, ["kcr", "keep_copyright"]),
+        (o.strip_color_profile, true, ["scp", "strip_color_profile"]),
+        (o.auto_rotate, true, ["ar", "auto_rotate"]),
+        (o.raw, false, ["raw", "raw"]),
+    ];
+    for (v, default, names) in flags {
+        if v != default || c.flip() {
+            let name = c.pick(&names);
+            opts.push(format!("{name}:{}", bool_word(c, v)));
+        }
+    }
+    if !o.skip_processing.is_empty() {
+        let name = c.pick(&["skp", "skip_processing"]);
+        let mut formats: Vec<&str> = o
+            .skip_processing
+            .iter()
+            .map(|f| match f {
+                Format::Jpeg => c.pick(&["jpg", "jpeg"]),
+                Format::Tiff => c.pick(&["tif", "tiff"]),
+                other => other.ext(),
+            })
+            .collect();
+        formats.reverse();
+        if c.flip() {
+            let dup = formats[0];
+            formats.push(dup);
+        }
+        opts.push(format!("{name}:{}", formats.join(":")));
+    }
+}
+
 /// Spells `r` as a non-canonical URL: random aliases, option order, redundant defaults,
 /// `@ext`/`.ext` instead of `f:`, base64 or plain sources, origin names or URL prefixes.
 /// Returns the path and the expiry it carries.
@@ -395,13 +821,20 @@ fn spell(r: &ImageRequest, seed: u64) -> (String, Option<u64>) {
             v.to_string()
         }
     };
+    let mut extend_done = false;
     match c.next() % 3 {
         0 => {
             let rt = if o.resizing_type == ResizingType::Fit && c.flip() { "" } else { o.resizing_type.name() };
             let el = if !o.enlarge && c.flip() { "" } else { bool_text(&mut c, o.enlarge) };
             let (w, h) = (dim(&mut c, o.width), dim(&mut c, o.height));
             let name = c.pick(&["rs", "resize"]);
-            opts.push(format!("{name}:{rt}:{w}:{h}:{el}"));
+            // the extend tail of `rs`, instead of a separate `ex`
+            if c.flip() {
+                extend_done = true;
+                opts.push(format!("{name}:{rt}:{w}:{h}:{el}:{}", extend_text(&mut c, &o.extend)));
+            } else {
+                opts.push(format!("{name}:{rt}:{w}:{h}:{el}"));
+            }
         }
         1 => {
             if o.resizing_type != ResizingType::Fit || c.flip() {
@@ -411,7 +844,12 @@ fn spell(r: &ImageRequest, seed: u64) -> (String, Option<u64>) {
             let name = c.pick(&["s", "size"]);
             let (w, h) = (dim(&mut c, o.width), dim(&mut c, o.height));
             let el = bool_text(&mut c, o.enlarge);
-            opts.push(format!("{name}:{w}:{h}:{el}"));
+            if c.flip() {
+                extend_done = true;
+                opts.push(format!("{name}:{w}:{h}:{el}:{}", extend_text(&mut c, &o.extend)));
+            } else {
+                opts.push(format!("{name}:{w}:{h}:{el}"));
+            }
         }
         _ => {
             if o.resizing_type != ResizingType::Fit || c.flip() {
@@ -433,14 +871,10 @@ fn spell(r: &ImageRequest, seed: u64) -> (String, Option<u64>) {
         }
     }
     if o.gravity != Gravity::default() || c.flip() {
-        let g = o.gravity;
         let name = c.pick(&["g", "gravity"]);
-        if g.x_offset == 0.0 && g.y_offset == 0.0 && c.flip() {
-            opts.push(format!("{name}:{}", g.kind.name()));
-        } else {
-            opts.push(format!("{name}:{}:{}:{}", g.kind.name(), g.x_offset, g.y_offset));
-        }
+        opts.push(format!("{name}:{}", gravity_text(&mut c, &o.gravity)));
     }
+    spell_more(o, &mut c, &mut opts, extend_done);
     match o.quality {
         Some(q) => opts.push(format!("{}:{q}", c.pick(&["q", "quality"]))),
         None if c.flip() => opts.push("q:0".into()),

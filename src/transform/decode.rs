@@ -53,9 +53,28 @@ pub(crate) fn sniff(input: &[u8]) -> Option<Format> {
         Some(Format::Gif)
     } else if input.len() >= 12 && input.starts_with(b"RIFF") && &input[8..12] == b"WEBP" {
         Some(Format::Webp)
+    } else if is_avif(input) {
+        Some(Format::Avif)
+    } else if input.starts_with(b"BM") && input.len() >= 26 {
+        Some(Format::Bmp)
+    } else if input.starts_with(b"II*\0") || input.starts_with(b"MM\0*") {
+        Some(Format::Tiff)
+    } else if input.starts_with(&[0, 0, 1, 0]) && input.get(4..6).is_some_and(|n| n != [0, 0]) {
+        Some(Format::Ico)
     } else {
         None
     }
+}
+
+/// ISO-BMFF `ftyp` box naming `avif` (still) or `avis` (sequence) as major or
+/// compatible brand.
+fn is_avif(d: &[u8]) -> bool {
+    if d.get(4..8) != Some(b"ftyp") {
+        return false;
+    }
+    let size = be32(d, 0).map_or(0, |s| s as usize).min(d.len()).min(256);
+    d.get(8..size)
+        .is_some_and(|brands| brands.chunks_exact(4).enumerate().any(|(i, b)| i != 1 && (b == b"avif" || b == b"avis")))
 }
 
 pub(crate) fn read_header(input: &[u8]) -> Result<Header, TransformError> {
@@ -64,6 +83,11 @@ pub(crate) fn read_header(input: &[u8]) -> Result<Header, TransformError> {
         Some(Format::Png) => png_header(input),
         Some(Format::Gif) => gif_header(input),
         Some(Format::Webp) => webp_header(input),
+        Some(Format::Avif) => {
+            let (w, h) = super::avif::dimensions(input)?;
+            Header::new(Format::Avif, w, h)
+        }
+        Some(f @ (Format::Bmp | Format::Tiff | Format::Ico)) => image_header(input, f),
         None => Err(TransformError::UnsupportedSource),
     }
 }
@@ -246,6 +270,113 @@ fn webp_exif(d: &[u8]) -> Option<&[u8]> {
     None
 }
 
+fn image_format(f: Format) -> ImageFormat {
+    match f {
+        Format::Jpeg => ImageFormat::Jpeg,
+        Format::Png => ImageFormat::Png,
+        Format::Gif => ImageFormat::Gif,
+        Format::Webp => ImageFormat::WebP,
+        Format::Avif => ImageFormat::Avif,
+        Format::Bmp => ImageFormat::Bmp,
+        Format::Tiff => ImageFormat::Tiff,
+        Format::Ico => ImageFormat::Ico,
+    }
+}
+
+/// BMP, TIFF and ICO sizes through `image`'s decoders, which read only headers (the
+/// BMP info header, the first TIFF IFD, the ICO directory and the chosen entry's
+/// header) when constructed. The limits cap what those headers may make them allocate.
+fn image_header(d: &[u8], f: Format) -> Result<Header, TransformError> {
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(64 << 20);
+    let mut reader = ImageReader::with_format(Cursor::new(d), image_format(f));
+    reader.limits(limits);
+    let (w, h) = reader.into_dimensions().map_err(|e| TransformError::Decode(format!("{f}: {e}")))?;
+    Header::new(f, w, h)
+}
+
+/// A decoded animation: frames at full size, in display order.
+pub(crate) struct Animation {
+    pub(crate) frames: Vec<super::encode::Frame>,
+    /// 0 = forever.
+    pub(crate) loop_count: u16,
+}
+
+/// Decodes up to `max_frames` frames of an animated GIF or WebP, each composited onto
+/// the full canvas (so every frame is `h.width × h.height`). Anything else, or
+/// `max_frames` ≤ 1, is one frame. Frames are decoded lazily, so a file with more
+/// frames costs nothing beyond `max_frames`; the caller sizes `max_frames` so that
+/// `max_frames × h.pixels()` is within its pixel limit.
+pub(crate) fn decode_animation(input: &[u8], h: &Header, max_frames: u32) -> Result<Animation, TransformError> {
+    use image::codecs::gif::GifDecoder;
+    use image::codecs::webp::WebPDecoder;
+    use image::{AnimationDecoder, ImageDecoder};
+
+    let animated = match h.format {
+        Format::Gif => true,
+        Format::Webp => h.animated,
+        _ => false,
+    };
+    if max_frames <= 1 || !animated {
+        let img = decode(input, h, 1)?;
+        return Ok(Animation { frames: vec![super::encode::Frame { img, delay_ms: 0 }], loop_count: 0 });
+    }
+    let derr = |e: image::ImageError| TransformError::Decode(e.to_string());
+    let limits = image_limits(h);
+    let (frames, loops) = if h.format == Format::Gif {
+        let mut dec = GifDecoder::new(Cursor::new(input)).map_err(derr)?;
+        dec.set_limits(limits).map_err(derr)?;
+        let loops = dec.loop_count();
+        (dec.into_frames(), loops)
+    } else {
+        let mut dec = WebPDecoder::new(Cursor::new(input)).map_err(derr)?;
+        dec.set_limits(limits).map_err(derr)?;
+        let loops = dec.loop_count();
+        (dec.into_frames(), loops)
+    };
+    let loop_count = match loops {
+        image::metadata::LoopCount::Infinite => 0,
+        image::metadata::LoopCount::Finite(n) => u16::try_from(n.get()).unwrap_or(u16::MAX),
+    };
+    let mut out = Vec::new();
+    for frame in frames.take(max_frames as usize) {
+        let frame = frame.map_err(derr)?;
+        let (num, den) = frame.delay().numer_denom_ms();
+        let delay_ms = num.checked_div(den).unwrap_or(0);
+        let buf = frame.into_buffer();
+        if buf.dimensions() != (h.width, h.height) {
+            return Err(TransformError::Decode("animation frame differs from the canvas".into()));
+        }
+        let mut img = Pixels::new(h.width, h.height, Channels::Rgba, buf.into_raw())?;
+        img.drop_opaque_alpha();
+        out.push(super::encode::Frame { img, delay_ms });
+    }
+    if out.is_empty() {
+        return Err(TransformError::Decode("animation has no frames".into()));
+    }
+    // Frames must share one layout for the steps and the encoders.
+    if out.iter().any(|f| f.img.channels != out[0].img.channels) {
+        for f in &mut out {
+            if !f.img.channels.has_alpha() {
+                let px = &f.img;
+                let rgba: Vec<u8> = px.data().chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+                f.img = Pixels::new(px.width, px.height, Channels::Rgba, rgba)?;
+            }
+        }
+    }
+    Ok(Animation { frames: out, loop_count })
+}
+
+/// Limits pinned to the header we already checked: room for a 16-bit RGBA output plus
+/// decoder scratch.
+fn image_limits(h: &Header) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(h.width);
+    limits.max_image_height = Some(h.height);
+    limits.max_alloc = Some(h.pixels().saturating_mul(8).saturating_add(64 << 20));
+    limits
+}
+
 /// Decodes the whole image as stored (no orientation applied). `shrink` (1, 2, 4 or 8)
 /// asks for DCT-domain downscaling where the codec supports it (baseline JPEG).
 pub(crate) fn decode(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, TransformError> {
@@ -256,6 +387,10 @@ pub(crate) fn decode(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, Tr
         Format::Gif => decode_with_image(input, ImageFormat::Gif, h)?,
         Format::Webp if h.animated => decode_with_image(input, ImageFormat::WebP, h)?,
         Format::Webp => decode_webp(input, h)?,
+        Format::Avif => super::avif::decode(input, h.width, h.height)?,
+        Format::Bmp => decode_with_image(input, ImageFormat::Bmp, h)?,
+        Format::Tiff => decode_with_image(input, ImageFormat::Tiff, h)?,
+        Format::Ico => decode_with_image(input, ImageFormat::Ico, h)?,
     };
     px.drop_opaque_alpha();
     Ok(px)
@@ -331,16 +466,12 @@ fn decode_webp(input: &[u8], h: &Header) -> Result<Pixels, TransformError> {
     Pixels::from_webp(img)
 }
 
-/// PNG, GIF (first frame), CMYK JPEG and animated WebP (first frame) through `image`,
+/// PNG, GIF (first frame), CMYK JPEG, animated WebP (first frame), BMP, TIFF and ICO
+/// (largest entry) through `image`,
 /// always with limits pinned to the header we already checked.
 fn decode_with_image(input: &[u8], format: ImageFormat, h: &Header) -> Result<Pixels, TransformError> {
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(h.width);
-    limits.max_image_height = Some(h.height);
-    // Room for a 16-bit RGBA output plus decoder scratch.
-    limits.max_alloc = Some(h.pixels().saturating_mul(8).saturating_add(64 << 20));
     let mut reader = ImageReader::with_format(Cursor::new(input), format);
-    reader.limits(limits);
+    reader.limits(image_limits(h));
     let img = reader.decode().map_err(|e| TransformError::Decode(e.to_string()))?;
     from_dynamic(img)
 }

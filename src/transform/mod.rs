@@ -4,34 +4,57 @@
 //! * `decode` sniffs the format from magic bytes, reads size and EXIF orientation from
 //!   the header (pixel limit checked before any allocation) and decodes: JPEG with
 //!   turbojpeg and DCT shrink-on-load (CMYK/YCCK and files turbojpeg rejects through
-//!   `image`/zune), PNG and GIF (first frame) through `image` with `Limits`, WebP
-//!   through libwebp (animated WebP: first frame through `image`).
-//! * `geometry` is the imgproxy resize arithmetic (fit/fill/fill-down/force/auto, dpr,
-//!   enlarge, gravity), pure and property-tested.
-//! * `steps/` resize (fast_image_resize Lanczos3, premultiplied alpha, crop folded in),
-//!   crop, orient, flatten; `pipeline` runs them in order; `encode` writes the result.
+//!   `image`/zune), the other formats with their decoders under `Limits`; animated GIF
+//!   and WebP frame by frame.
+//! * `geometry` is imgproxy's arithmetic (`c` crop, fit/fill/fill-down/force/auto, `w`/
+//!   `h`, `mw`/`mh`, `z`, dpr, enlarge, gravity incl. `fp` and `sm`, `ex`, `exar`, `pd`),
+//!   pure and property-tested. EXIF orientation, `rot` and `fl` compose into one of
+//!   the eight EXIF orientations.
+//! * `steps/` resize (fast_image_resize Lanczos3, premultiplied alpha, both crops
+//!   folded in), crop, orient, filters (blur, sharpen, pixelate), extend (one canvas for
+//!   `ex`, `exar`, `pd`), flatten; `pipeline` runs them in imgproxy's order; `color`
+//!   handles profiles and metadata; `encode` writes the result.
 //!
 //! Behaviour worth knowing:
-//! * Output format: `Options::format`, else the source's; a GIF source is written as
-//!   PNG (no GIF encoder); explicitly requesting GIF is `UnsupportedOutput`.
-//! * EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF) is always applied; sizes in
-//!   [`Probe`] and in the request are display (upright) sizes. Output has no metadata.
-//! * JPEG output flattens alpha onto white. An alpha channel that is fully opaque is
+//! * Sizes in [`Probe`] are display (EXIF-upright) sizes; sizes, crops and gravities in
+//!   the request refer to the final image (after EXIF, `rot`, `fl`), as in imgproxy.
+//!   The plan is mapped back to the stored pixel grid, so rotating costs one pass over
+//!   the small result only.
+//! * Order: trim (needs a full decode; the plan is made for what is left) → decode
+//!   with shrink-on-load → colour → crop + resize → orient → blur, sharpen, pixelate
+//!   (as given, not × dpr, as imgproxy) → canvas → flatten → encode.
+//! * `g:sm` positions are found on the decoded (possibly DCT-shrunk) pixels; for an
+//!   animation, on the first frame, and every frame gets the same geometry.
+//! * Canvas fill: `bg` if given, else transparent where the output has alpha, else
+//!   white. With `bg`, alpha is flattened onto it for every output format (imgproxy);
+//!   without, only for JPEG (onto white). An alpha channel that is fully opaque is
 //!   dropped on decode.
-//! * Requesting a box larger than `max_result_dim` (after dpr), or a result that would
-//!   be larger (e.g. no resize on a huge source), is `ResultTooLarge`.
+//! * Output format: `Options::format`, else the source's, else PNG (read-only sources).
+//! * Animation: when `Settings::max_frames` > 1, an animated GIF/WebP written as GIF or
+//!   WebP keeps up to that many frames, fewer if the frames together would exceed the
+//!   pixel limit; trim does not apply. Otherwise the first frame is used.
+//! * A final size (after extend and padding) over `max_result_dim`, or a requested box
+//!   over it (after dpr and zoom), is `ResultTooLarge`, found before decoding (after it
+//!   only with trim). imgproxy scales such results down instead.
 //! * Truncated input: a JPEG that libjpeg-turbo only warns about (premature end of
 //!   data, extraneous bytes) is decoded again by zune, which fills what is missing, so
 //!   a truncated JPEG yields a valid image; truncated PNG, GIF and WebP are `Decode`.
 
+mod avif;
+mod color;
 mod decode;
 mod encode;
 mod geometry;
+#[cfg(test)]
+mod golden_tests;
+mod metadata;
 mod pipeline;
 mod pixels;
 mod steps;
 #[cfg(test)]
 mod tests;
+
+use std::time::Duration;
 
 use crate::options::{Format, Options};
 
@@ -45,12 +68,26 @@ pub struct Settings {
     pub max_src_pixels: u64,
     /// Largest output width or height.
     pub max_result_dim: u32,
+    /// Frames of an animated source that are decoded and written; 1 = first frame
+    /// only (a still image). The pixel limit applies to the sum over these frames.
+    pub max_frames: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { default_quality: 80, max_src_pixels: 50_000_000, max_result_dim: 8192 }
+        Settings { default_quality: 80, max_src_pixels: 50_000_000, max_result_dim: 8192, max_frames: 1 }
     }
+}
+
+/// Wall time spent in each phase of [`run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Header walk, limit checks, planning and decoding (incl. shrink-on-load).
+    pub decode: Duration,
+    /// Colour handling, trim, resize, crop, orientation, effects, canvas, flatten.
+    pub process: Duration,
+    /// Writing the output format.
+    pub encode: Duration,
 }
 
 /// An encoded result.
@@ -60,6 +97,7 @@ pub struct Encoded {
     pub format: Format,
     pub width: u32,
     pub height: u32,
+    pub timings: Timings,
 }
 
 /// What the header of a source says, read without decoding pixels.
@@ -98,6 +136,12 @@ pub fn probe(input: &[u8]) -> Result<Probe, TransformError> {
     pipeline::probe(input)
 }
 
+/// The format named by the magic bytes, among those the engine reads (never SVG);
+/// `None` for anything else. No header parsing beyond the signature.
+pub fn sniff(input: &[u8]) -> Option<Format> {
+    decode::sniff(input)
+}
+
 /// Decodes, transforms and encodes one image.
 pub fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {
     pipeline::run(input, opts, settings)
@@ -131,6 +175,47 @@ pub mod bench {
     }
 
     pub fn encode(img: &Pixels, format: Format, quality: u8) -> Result<Vec<u8>, TransformError> {
-        encode::encode(&img.0, format, quality)
+        let meta = super::color::OutputMeta::default();
+        let params = encode::EncodeParams { quality, jpeg: Default::default(), max_bytes: 0, meta: &meta };
+        encode::encode(&img.0, format, &params)
+    }
+
+    /// A copy, for steps that work in place.
+    pub fn duplicate(img: &Pixels) -> Result<Pixels, TransformError> {
+        let p = &img.0;
+        pixels::Pixels::new(p.width, p.height, p.channels, p.data().to_vec()).map(Pixels)
+    }
+
+    pub fn blur(img: &mut Pixels, sigma: f32) -> Result<(), TransformError> {
+        super::steps::effects::blur(&mut img.0, sigma)
+    }
+
+    pub fn sharpen(img: &mut Pixels, sigma: f32) -> Result<(), TransformError> {
+        super::steps::effects::sharpen(&mut img.0, sigma)
+    }
+
+    pub fn pixelate(img: &mut Pixels, size: u32) -> Result<(), TransformError> {
+        super::steps::effects::pixelate(&mut img.0, size)
+    }
+
+    /// The trim box (x, y, w, h) against the top-left colour, if any.
+    pub fn trim(img: &Pixels, threshold: f64) -> Option<(u32, u32, u32, u32)> {
+        super::steps::trim::bounds(&img.0, threshold, None, false, false).map(|r| (r.x, r.y, r.w, r.h))
+    }
+
+    /// Top-left corner of the smart-crop window.
+    pub fn smart(img: &Pixels, crop_w: u32, crop_h: u32) -> (u32, u32) {
+        super::steps::smart::position(&img.0, crop_w, crop_h)
+    }
+
+    /// The image centred on a `width`×`height` canvas of `fill` (RGBA).
+    pub fn embed(img: &Pixels, width: u32, height: u32, fill: [u8; 4]) -> Result<Pixels, TransformError> {
+        let (x, y) = (width.saturating_sub(img.0.width) / 2, height.saturating_sub(img.0.height) / 2);
+        super::steps::canvas::embed(&img.0, width, height, x, y, fill).map(Pixels)
+    }
+
+    /// Rotation by 90° (EXIF orientation 6), as the orient step does it.
+    pub fn rotate90(img: &Pixels) -> Result<Pixels, TransformError> {
+        super::steps::orient::apply(&img.0, super::geometry::Orientation::Rotate90).map(Pixels)
     }
 }

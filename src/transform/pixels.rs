@@ -160,3 +160,51 @@ fn check_len(width: u32, height: u32, channels: Channels, have: usize) -> Result
         _ => Err(TransformError::Decode(format!("pixel buffer too small for {width}x{height}x{}", channels.count()))),
     }
 }
+
+/// Rec.601 luma of an sRGB colour, rounded (what a grey canvas or grey image uses).
+pub(crate) fn luma601(r: u8, g: u8, b: u8) -> u8 {
+    ((299 * u32::from(r) + 587 * u32::from(g) + 114 * u32::from(b) + 500) / 1000) as u8
+}
+
+/// Test fixtures shared by the pixel steps' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Channels, Pixels};
+
+    /// Decodes `tests/data/images/<name>` with the engine's own decoder.
+    pub(crate) fn load(name: &str) -> Pixels {
+        let path = format!("{}/tests/data/images/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        let h = crate::transform::decode::read_header(&bytes).unwrap();
+        crate::transform::decode::decode(&bytes, &h, 1).unwrap()
+    }
+
+    /// The same pixels converted to `to` (grey via Rec.601 luma; added alpha is opaque).
+    pub(crate) fn convert(img: &Pixels, to: Channels) -> Pixels {
+        let n = img.channels.count();
+        let mut out = Vec::with_capacity(img.width as usize * img.height as usize * to.count());
+        for p in img.data().chunks_exact(n) {
+            let (rgb, a) = match n {
+                1 => ([p[0]; 3], 255),
+                2 => ([p[0]; 3], p[1]),
+                3 => ([p[0], p[1], p[2]], 255),
+                _ => ([p[0], p[1], p[2]], p[3]),
+            };
+            match to {
+                Channels::Gray => out.push(super::luma601(rgb[0], rgb[1], rgb[2])),
+                Channels::GrayAlpha => out.extend([super::luma601(rgb[0], rgb[1], rgb[2]), a]),
+                Channels::Rgb => out.extend(rgb),
+                Channels::Rgba => out.extend([rgb[0], rgb[1], rgb[2], a]),
+            }
+        }
+        Pixels::new(img.width, img.height, to, out).unwrap()
+    }
+
+    /// A `w`×`h` image of one colour.
+    pub(crate) fn solid(w: u32, h: u32, channels: Channels, px: &[u8]) -> Pixels {
+        let data = px[..channels.count()].repeat(w as usize * h as usize);
+        Pixels::new(w, h, channels, data).unwrap()
+    }
+
+    pub(crate) const ALL: [Channels; 4] = [Channels::Gray, Channels::GrayAlpha, Channels::Rgb, Channels::Rgba];
+}

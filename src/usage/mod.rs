@@ -16,8 +16,9 @@
 //! Billing key: a keyed BLAKE3 hash (128 bits) of tenant ‖ canonical request, where the
 //! canonical request already holds the source and the options and never the signature or
 //! the expiry. An explicit output format is part of the transform (`@webp` and `@png` of
-//! one source are two unique transforms); a *negotiated* format (none exists yet) must be
-//! left out: [`BillingKey::for_request`] does that.
+//! one source are two unique transforms); a *negotiated* format (`transform.negotiate`) is
+//! left out: the edge passes the canonical request from before negotiation, as
+//! [`BillingKey::for_request`] would compute it.
 
 pub mod batch;
 pub mod flusher;
@@ -160,8 +161,10 @@ fn cache_outcome(label: &str) -> CacheOutcome {
     }
 }
 
-/// Counts one finished edge request of `tenant`. `canonical` is empty when the edge
-/// rejected the request before parsing it. Called from the edge's `logging` hook.
+/// Counts one finished edge request of `tenant`. `canonical` is the billing input: the
+/// canonical request without a negotiated format; empty when the edge rejected the
+/// request before parsing it, or when nothing was transformed (a `raw`/`skp`
+/// passthrough). Called from the edge's `logging` hook.
 pub fn edge_request(tenant: &Tenant, status: u16, cache_label: &str, bytes_out: u64, canonical: &str) {
     if tenant.billing.per_tenant_metrics {
         metrics::tenant_request(&tenant.id, status, cache_label, bytes_out);
@@ -176,7 +179,6 @@ pub fn edge_request(tenant: &Tenant, status: u16, cache_label: &str, bytes_out: 
         billing_key: None,
     };
     if !req.is_error() && !canonical.is_empty() {
-        // no format is negotiated today: the canonical request is the billing input as is
         req.billing_key = Some(BillingKey::new(&tenant.id, canonical));
     }
     r.record(&req);

@@ -1,5 +1,5 @@
-//! Applies the EXIF orientation so the output is upright and needs no metadata. Runs
-//! after resizing, so it usually moves a small image.
+//! Applies the composite orientation (EXIF, `rot`, `fl`) so the output is upright and
+//! needs no orientation tag. Runs after resizing, so it usually moves a small image.
 
 use crate::transform::geometry::Orientation;
 use crate::transform::pipeline::Ctx;
@@ -7,7 +7,7 @@ use crate::transform::pixels::Pixels;
 use crate::transform::TransformError;
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<(), TransformError> {
-    let o = std::mem::take(&mut ctx.orientation);
+    let o = std::mem::take(&mut ctx.job.orientation);
     if o != Orientation::Normal {
         ctx.img = apply(&ctx.img, o)?;
     }

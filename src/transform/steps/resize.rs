@@ -1,12 +1,14 @@
-//! Scale to the planned size with fast_image_resize (Lanczos3). When the plan crops,
-//! only the surviving source region is resampled (fir's fractional crop box), which is
-//! the same as resize-then-crop without touching the discarded pixels.
+//! Scale the planned region to its output size with fast_image_resize (Lanczos3). Only
+//! the region is resampled (fir's fractional crop box), which is the same as
+//! crop-resize-crop without touching the discarded pixels.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, MulDiv, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
+use crate::transform::geometry::Rect;
 use crate::transform::pipeline::Ctx;
 use crate::transform::pixels::{byte_len, Channels, Pixels};
+use crate::transform::steps::crop;
 use crate::transform::TransformError;
 
 fn pixel_type(c: Channels) -> PixelType {
@@ -24,22 +26,36 @@ fn fir_err(e: impl std::fmt::Display) -> TransformError {
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<(), TransformError> {
-    let (tw, th) = ctx.target;
+    let Some(region) = ctx.job.region else {
+        return Ok(());
+    };
+    let (sw, sh) = ctx.job.src;
     let img = &mut ctx.img;
-    if (img.width, img.height) == (tw, th) {
-        // Nothing to scale; a pending crop is left to the crop step.
+    let full_size = (img.width, img.height) == (sw, sh);
+    if full_size && region.unscaled().is_some() {
+        // Nothing to scale; the crop step cuts the region out.
         return Ok(());
     }
-    let crop = ctx.crop.take();
-    let (dx, dy, dw, dh) = crop.map_or((0, 0, tw, th), |r| (r.x, r.y, r.w, r.h));
+    ctx.job.region = None;
+    let (dw, dh) = (region.out_w, region.out_h);
 
-    // The crop is in target coordinates; express it on the current pixel grid.
-    let sx = f64::from(img.width) / f64::from(tw);
-    let sy = f64::from(img.height) / f64::from(th);
-    let left = f64::from(dx) * sx;
-    let top = f64::from(dy) * sy;
-    let width = (f64::from(dw) * sx).min(f64::from(img.width) - left);
-    let height = (f64::from(dh) * sy).min(f64::from(img.height) - top);
+    // The region is in source coordinates; express it on the current pixel grid.
+    let sx = f64::from(img.width) / f64::from(sw);
+    let sy = f64::from(img.height) / f64::from(sh);
+    let left = (region.x * sx).min(f64::from(img.width));
+    let top = (region.y * sy).min(f64::from(img.height));
+    let width = (region.w * sx).min(f64::from(img.width) - left);
+    let height = (region.h * sy).min(f64::from(img.height) - top);
+    if !(width > 0.0 && height > 0.0) {
+        return Err(fir_err("empty region"));
+    }
+    if [left, top, width, height].iter().all(|v| v.fract() == 0.0) && (width, height) == (f64::from(dw), f64::from(dh))
+    {
+        // 1:1 on the decoded grid (e.g. a DCT shrink that hit the size exactly): a cut
+        // is enough. The values are whole and within the image.
+        let r = Rect { x: left as u32, y: top as u32, w: dw, h: dh };
+        return crop::crop_in_place(img, r);
+    }
 
     let channels = img.channels;
     let pt = pixel_type(channels);

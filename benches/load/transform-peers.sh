@@ -7,8 +7,8 @@
 # Needs ../shared/bench (peers-up.sh origin sharp thumbor) and wrk. Loopback only.
 # usage: benches/load/transform-peers.sh [DURATION_SECONDS=20] [ROUNDS=1]
 # env:   IMGEDGE_BIN, CONC (8), PEERS ("imgedge sharp thumbor"), JOBS ("big400jpeg big400webp hd800jpeg")
-# imgedge never serves these from cache: each request carries a unique cachebuster (cb:N),
-# and the result cache is kept at 1 MiB so that it does not hold memory.
+# imgedge never serves these from cache: the tenant has `cache: {enabled: false}`, so every
+# request goes through render (fetch from the nginx origin, decode, resize, encode).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 D=${1:-20}
@@ -28,28 +28,26 @@ work=$(mktemp -d /tmp/imgedge-tpeers.XXXX)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/imgedge.yaml" <<YAML
 pingora: {threads: 2, pid_file: $work/imgedge.pid, upgrade_sock: $work/upgrade.sock}
-listen: {edge: ["127.0.0.1:8100"], ops: "127.0.0.1:9190", render_socket: $work/render.sock}
+listen: {edge: ["127.0.0.1:${EDGE_PORT:-8110}"], ops: "127.0.0.1:${OPS_PORT:-9210}", render_socket: $work/render.sock}
 cache: {memory: 1MiB, max_object: 1MiB}
 usage: {spool: $work/usage.db}
 tenants:
   - id: bench
     hosts: [127.0.0.1]
     allow_unsigned: true
+    cache: {enabled: false}
     origins: {origin: {type: http, base_url: "http://127.0.0.1:8080/images/", allow_private: true}}
 YAML
 "$bin" -c "$work/imgedge.yaml" 2>"$work/log" & echo $! > "$work/pid"
-for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9190/readyz && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:${OPS_PORT:-9210}/readyz && break; sleep 0.1; done
 pid=$(cat "$work/pid")
 
 declare -A src=([big400jpeg]=cups_4000x3000_q90.jpg [big400webp]=cups_4000x3000_q90.jpg [hd800jpeg]=autumn_1920x1280_q85.jpg)
 declare -A width=([big400jpeg]=400 [big400webp]=400 [hd800jpeg]=800)
 declare -A fmt=([big400jpeg]=jpeg [big400webp]=webp [hd800jpeg]=jpeg)
-urls() {  # urls <job> <tag>: imgedge URLs with unique cachebusters, so every request renders
-  seq 1 200000 | sed "s#^#http://127.0.0.1:8100/_/cb:$1-$2-#; s#\$#/rs:fit:${width[$1]}:0/q:80/plain/${src[$1]}@${fmt[$1]}#" > "$work/$1.urls"
-}
-url() {  # url <peer> <job>: one URL (the first of the list for imgedge)
+url() {  # url <peer> <job>: the one URL every request of this cell uses
   case $1 in
-    imgedge) head -1 "$work/$2.urls";;
+    imgedge) echo "http://127.0.0.1:${EDGE_PORT:-8110}/_/rs:fit:${width[$2]}:0/q:80/plain/${src[$2]}@${fmt[$2]}";;
     sharp) echo "http://127.0.0.1:8090/${src[$2]}?w=${width[$2]}&fmt=${fmt[$2]}&q=80";;
     thumbor) local f=""; [ "${fmt[$2]}" = webp ] && f="format(webp):"
       echo "http://127.0.0.1:8888/unsafe/${width[$2]}x0/filters:${f}quality(80)/127.0.0.1:8080/images/${src[$2]}";;
@@ -65,7 +63,6 @@ HZ=$(getconf CLK_TCK)
 
 out="$work/results.txt"; : > "$out"
 for k in $JOBS; do
-  urls "$k" check
   for p in $PEERS; do   # check every peer answers this job with an image of the right width
     u=$(url "$p" "$k"); ct=$(curl -s -o "$work/check" -w '%{http_code} %{content_type}' "$u")
     echo "# $k $p: $ct $(stat -c %s "$work/check") bytes, $(file -b "$work/check" | grep -oE "[0-9]+ ?x ?[0-9]+" | tail -1)" >&2
@@ -79,12 +76,7 @@ for r in $(seq 1 "$ROUNDS"); do
       [ "$p" = imgedge ] && echo 5 > "/proc/$pid/clear_refs"   # reset VmHWM: peak of this job only
       load=$(cut -d' ' -f1 /proc/loadavg)
       t0=$(ticks "$p")
-      if [ "$p" = imgedge ]; then
-        urls "$k" "r$r"
-        line=$("$LOAD" -c "$C" -d "$D" -w 2 -l "$p|$k" -f "$work/$k.urls")
-      else
-        line=$("$LOAD" -c "$C" -d "$D" -w 2 -l "$p|$k" "$(url "$p" "$k")")
-      fi
+      line=$("$LOAD" -c "$C" -d "$D" -w 2 -l "$p|$k" "$(url "$p" "$k")")
       t1=$(ticks "$p")
       req=$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")
       cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$req" 'BEGIN{printf "%.2f", n ? t * 1000 / hz / n : 0}')
@@ -102,8 +94,11 @@ for line in open(sys.argv[1]):
     peer, job = kv["label"].split("|")
     rows.setdefault(job, {}).setdefault(peer, []).append(kv)
 def med(rs, key):
+    # req/s counts only successful answers: a fast 503 must not look like throughput
+    if key == "rps":
+        return statistics.median((int(r["requests"]) - int(r["errors"])) / float(r["duration_s"]) for r in rs)
     return statistics.median(float(r[key]) for r in rs)
-print("| job | imgedge req/s | sharp req/s | thumbor req/s | imgedge ÷ sharp | imgedge ÷ thumbor | CPU ms/req (imgedge / sharp / thumbor) | p99 ms (imgedge / sharp / thumbor) | imgedge peak RSS MB | errors |")
+print("| job | imgedge req/s (2xx) | sharp req/s | thumbor req/s | imgedge ÷ sharp | imgedge ÷ thumbor | CPU ms/req (imgedge / sharp / thumbor) | p99 ms (imgedge / sharp / thumbor) | imgedge peak RSS MB | errors |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for job, peers in rows.items():
     g = lambda p, key, fmt="{:.1f}": fmt.format(med(peers[p], key)) if p in peers else "–"

@@ -93,8 +93,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
         },
         queue: 0,
     };
-    // by default as many renders may wait as run: enough to absorb bursts, bounded memory
-    let render = Render { queue: raw.render.queue.unwrap_or(render.workers * 4), ..render };
+    // Default: 8 waiting per worker. A render is not cancelled when its client leaves, so a
+    // burst of reconnecting clients briefly holds up to twice its concurrency in flight; 4 per
+    // worker shed load at concurrency 8 on 2 cores. Memory stays bounded by max_src_bytes each.
+    let render = Render { queue: raw.render.queue.unwrap_or(render.workers * 8), ..render };
 
     let max_object_bytes = raw.cache.max_object.map_or(16 << 20, |b| b.0) as usize;
     let disk = raw.cache.disk.as_ref().map(|d| super::DiskCache {
@@ -530,7 +532,7 @@ tenants:
     #[test]
     fn overload_limits_default_and_inherit() {
         let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
-        assert_eq!(c.render.queue, c.render.workers * 4);
+        assert_eq!(c.render.queue, c.render.workers * 8);
         let l = &c.tenants[0].limits;
         assert_eq!((l.rate_per_second, l.max_concurrent_renders), (0, 0));
         assert_eq!(l.render_timeout, std::time::Duration::from_secs(10));

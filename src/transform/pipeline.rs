@@ -110,11 +110,22 @@ pub(crate) struct Rendered {
     pub(crate) process: Duration,
 }
 
+/// imgproxy's `avif=63` default: AV1 at the JPEG/WebP default of 80 is far larger than
+/// needed for the same look, so AVIF gets its own default unless the URL says `q`/`fq`.
+const AVIF_DEFAULT_QUALITY: u8 = 63;
+
+fn default_quality(format: Format, settings: &Settings) -> u8 {
+    match format {
+        Format::Avif => AVIF_DEFAULT_QUALITY,
+        _ => settings.default_quality,
+    }
+}
+
 pub(crate) fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {
     let r = render(input, opts, settings)?;
     let start = Instant::now();
     let params = EncodeParams {
-        quality: opts.quality_for(r.format, settings.default_quality),
+        quality: opts.quality_for(r.format, default_quality(r.format, settings)),
         jpeg: opts.jpeg,
         max_bytes: opts.max_bytes,
         meta: &r.meta,

@@ -16,7 +16,7 @@ bin=target/release/imgedge
 work=$(mktemp -d /tmp/imgedge-bench.XXXX)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/imgedge.yaml" <<YAML
-pingora: {threads: 2, pid_file: $work/imgedge.pid, upgrade_sock: $work/upgrade.sock}
+pingora: {threads: 2, pid_file: $work/imgedge.pid, upgrade_sock: $work/upgrade.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}
 listen: {edge: ["127.0.0.1:8100"], ops: "127.0.0.1:9190", render_socket: $work/render.sock}
 cache: {memory: 256MiB, max_object: 16MiB, disk: {path: $work/cache, size: 1GiB}}
 tenants:
@@ -29,7 +29,8 @@ tenants:
     allow_unsigned: true
     origins: {origin: {type: http, base_url: "http://127.0.0.1:8080/images/", allow_private: true}}
 YAML
-"$bin" -c "$work/imgedge.yaml" 2>"$work/log" & echo $! > "$work/pid"
+# stdout too: a server holding this script's stdout would keep a reading pipe open
+"$bin" -c "$work/imgedge.yaml" >"$work/log" 2>&1 </dev/null & echo $! > "$work/pid"
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9190/readyz && break; sleep 0.1; done
 
 sign() { "$bin" sign -c "$work/imgedge.yaml" --tenant bench "$1" | sed 's#http://127.0.0.1:8100##'; }
@@ -62,7 +63,8 @@ done
 "$LOAD" -c 8 -d "$D" -w 2 -l "imgedge-hit-idle" "http://127.0.0.1:8100${ours[big400webp]}"
 seq 1 100000 | sed 's#^#http://localhost:8100/_/cb:#; s#$#/rs:fit:400:0/plain/cups_4000x3000_q90.jpg@webp#' > "$work/misses.txt"
 "$LOAD" -c 8 -d $((D + 6)) -l "imgedge-misses-background" -f "$work/misses.txt" > "$work/misses.result" &
+misses=$!
 sleep 3
 "$LOAD" -c 8 -d "$D" -l "imgedge-hit-under-render-load" "http://127.0.0.1:8100${ours[big400webp]}"
-wait
+wait "$misses"   # not a bare `wait`: that would wait for the server too
 cat "$work/misses.result"

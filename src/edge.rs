@@ -125,12 +125,18 @@ impl Edge {
     }
 }
 
+/// Whether the request's tenant uses the cache at all. `cache.enabled: false` makes every
+/// request render (benchmarks of the render path): no front cache, no pingora-cache.
+fn caches(ctx: &Ctx) -> bool {
+    ctx.tenant.as_ref().is_none_or(|t| t.cache_enabled)
+}
+
 impl Edge {
     /// Answers a fresh hit from the front cache, as pingora-cache would (same key, headers,
     /// `response_filter`, 304, HEAD) but without its lookup. `Ok(false)` leaves the request
     /// to pingora: not in the front, or a `Range` request.
     async fn serve_front(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if session.req_header().headers.contains_key(http::header::RANGE) {
+        if !caches(ctx) || session.req_header().headers.contains_key(http::header::RANGE) {
             return Ok(false);
         }
         let key = self.cache_key_callback(session, ctx)?;
@@ -249,8 +255,7 @@ impl ProxyHttp for Edge {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        // `cache.enabled: false`: every request renders (benchmarks of the render path)
-        if ctx.tenant.as_ref().is_some_and(|t| !t.cache_enabled) {
+        if !caches(ctx) {
             return Ok(());
         }
         session.cache.enable(self.cache.storage, None, None, Some(self.cache.lock), None);

@@ -7,41 +7,19 @@ use image::{DynamicImage, GenericImageView, ImageEncoder};
 use super::*;
 use crate::options::{Crop, Extend, Gravity, GravityType, Padding, ResizingType, Trim};
 
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/", $name)).as_slice()
-    };
-}
-
-const COFFEE: &[u8] = fixture!("coffee_600x400.jpg");
-const ORIENT6: &[u8] = fixture!("autumn_orient6_stored1920x1280.jpg");
-const LEAF_PNG: &[u8] = fixture!("leaf_alpha_400x250.png");
+use crate::transform::tests::{close, decoded, fixture, run_ok, COFFEE, LEAF_PNG, ORIENT6};
 
 const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
 const BLUE: [u8; 3] = [0, 0, 255];
 const WHITE: [u8; 3] = [255, 255, 255];
 
-fn run_ok(input: &[u8], o: &Options) -> Encoded {
-    run(input, o, &Settings::default()).unwrap()
-}
-
 fn png(o: Options) -> Options {
     Options { format: Some(Format::Png), ..o }
 }
 
-fn decoded(e: &Encoded) -> DynamicImage {
-    let img = image::load_from_memory(&e.bytes).unwrap();
-    assert_eq!(img.dimensions(), (e.width, e.height), "reported size");
-    img
-}
-
 fn rgba_at(img: &DynamicImage, x: u32, y: u32) -> [u8; 4] {
     img.get_pixel(x, y).0
-}
-
-fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
-    a.iter().zip(b).all(|(&x, y)| x.abs_diff(y) <= tol)
 }
 
 /// `w × h` RGB with red, green, blue and white quadrants (TL, TR, BL, BR).

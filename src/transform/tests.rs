@@ -12,9 +12,11 @@ macro_rules! fixture {
         include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/", $name)).as_slice()
     };
 }
+// Shared with the pipeline's own tests, together with the fixtures and helpers below.
+pub(super) use fixture;
 
-const COFFEE: &[u8] = fixture!("coffee_600x400.jpg");
-const ORIENT6: &[u8] = fixture!("autumn_orient6_stored1920x1280.jpg");
+pub(super) const COFFEE: &[u8] = fixture!("coffee_600x400.jpg");
+pub(super) const ORIENT6: &[u8] = fixture!("autumn_orient6_stored1920x1280.jpg");
 const AUTUMN: &[u8] = fixture!("autumn_1920x1280_q85.jpg");
 const CMYK: &[u8] = fixture!("autumn_cmyk_1200x800.jpg");
 const CHELSEA_PNG: &[u8] = fixture!("chelsea_451x300.png");
@@ -22,7 +24,7 @@ const CHELSEA_GIF: &[u8] = fixture!("chelsea_451x300.gif");
 const LOGO_RGBA: &[u8] = fixture!("skimage_logo_rgba.png");
 const ANIM_GIF: &[u8] = fixture!("anim_tiny.gif");
 const ANIM_WEBP: &[u8] = fixture!("anim_tiny.webp");
-const LEAF_PNG: &[u8] = fixture!("leaf_alpha_400x250.png");
+pub(super) const LEAF_PNG: &[u8] = fixture!("leaf_alpha_400x250.png");
 const LEAF_WEBP: &[u8] = fixture!("leaf_alpha_400x250_lossy.webp");
 const LEAF_WEBP_LOSSLESS: &[u8] = fixture!("leaf_alpha_100x63_lossless.webp");
 const COFFEE_WEBP: &[u8] = fixture!("coffee_300x200_lossy.webp");
@@ -37,12 +39,12 @@ fn with_format(mut o: Options, f: Format) -> Options {
     o
 }
 
-fn run_ok(input: &[u8], o: &Options) -> Encoded {
+pub(super) fn run_ok(input: &[u8], o: &Options) -> Encoded {
     run(input, o, &Settings::default()).unwrap()
 }
 
 /// Decodes an output with `image` and checks it against what `run` reported.
-fn decoded(e: &Encoded) -> DynamicImage {
+pub(super) fn decoded(e: &Encoded) -> DynamicImage {
     let fmt = match e.format {
         Format::Jpeg => image::ImageFormat::Jpeg,
         Format::Png => image::ImageFormat::Png,
@@ -73,7 +75,7 @@ fn mean_rgb(img: &DynamicImage) -> [f64; 3] {
     sum.map(|s| s / n)
 }
 
-fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
+pub(super) fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
     a.iter().zip(b).all(|(&x, y)| x.abs_diff(y) <= tol)
 }
 

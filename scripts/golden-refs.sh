@@ -10,6 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# install the two tools once (Debian packages), like scripts/deps.sh does for the build
+need=()
+command -v vips >/dev/null 2>&1 || need+=(libvips-tools)
+command -v exiftool >/dev/null 2>&1 || need+=(libimage-exiftool-perl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
 IMG=tests/data/images
 SRC=tests/golden/src
 REF=tests/golden/ref

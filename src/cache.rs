@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, RecoverMode,
@@ -366,6 +366,9 @@ pub struct FrontEntry {
     /// The full key hash: TinyUFO keeps only a 64-bit hash of its keys.
     hash: u128,
     header: ResponseHeader,
+    /// Status line and headers as a hit sends them, less the per-answer ones (`Age`,
+    /// `Date`, `Connection`, `X-Cache`, `Vary`): serialized once, when the entry is filled.
+    head: Bytes,
     body: Bytes,
     /// What `Age` counts from (pingora's `CacheMeta::epoch`).
     epoch: SystemTime,
@@ -381,9 +384,58 @@ impl FrontEntry {
     pub fn header(&self, now: SystemTime) -> Result<Box<ResponseHeader>> {
         let mut h = Box::new(self.header.clone());
         h.set_version(http::Version::HTTP_11);
-        h.insert_header(http::header::AGE, now.duration_since(self.epoch).map_or(0, |d| d.as_secs()))?;
+        h.insert_header(http::header::AGE, self.age(now))?;
         Ok(h)
     }
+
+    pub fn stored_header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
+    pub fn status(&self) -> u16 {
+        self.header.status.as_u16()
+    }
+
+    pub fn etag(&self) -> Option<&[u8]> {
+        self.header.headers.get(http::header::ETAG).map(|v| v.as_bytes())
+    }
+
+    /// See the field: ends with a header line's CRLF, not the blank line.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// Seconds since the object was stored, as pingora's `Age`.
+    pub fn age(&self, now: SystemTime) -> u64 {
+        now.duration_since(self.epoch).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Headers a hit answer sets itself: never copied from the stored response.
+const PER_ANSWER: [http::HeaderName; 6] = [
+    http::header::AGE,
+    http::header::DATE,
+    http::header::CONNECTION,
+    http::header::HeaderName::from_static("keep-alive"),
+    http::header::HeaderName::from_static("x-cache"),
+    http::header::VARY,
+];
+
+/// Writes `h`'s status line and headers (each line with its CRLF, no blank line after),
+/// leaving out [`PER_ANSWER`] headers.
+pub fn write_head(h: &ResponseHeader, buf: &mut BytesMut) {
+    let mut h = h.clone();
+    for name in &PER_ANSWER {
+        h.remove_header(name);
+    }
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(h.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = h.get_reason_phrase() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    h.header_to_h1_wire(buf);
 }
 
 /// Fresh hits, ready to send, keyed by cache-key hash. Filled by storage lookups (so only
@@ -428,9 +480,16 @@ impl Front {
         }
         // weight in KiB (TinyUFO weights are u16), header included
         let Ok(weight) = u16::try_from(body.len() / 1024 + 1) else { return };
+        let mut head = BytesMut::with_capacity(512);
+        write_head(header, &mut head);
+        if header.status == http::StatusCode::OK {
+            // what pingora's range filter adds to a 200 hit asked without Range
+            head.put_slice(b"Accept-Ranges: bytes\r\n");
+        }
         let entry = FrontEntry {
             hash,
             header: header.clone(),
+            head: head.freeze(),
             body: body.clone(),
             epoch: meta.epoch(),
             fresh_until: meta.fresh_until(),

@@ -48,8 +48,7 @@ impl Tenants {
     }
 
     /// Looks up by the `Host` header (or the HTTP/2 authority), ignoring port and case.
-    pub fn resolve(&self, req: &RequestHeader) -> Option<Arc<Tenant>> {
-        let host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host())?;
+    pub fn resolve(&self, host: &str) -> Option<Arc<Tenant>> {
         let name = strip_port(host);
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(&name.to_ascii_lowercase()).cloned()
@@ -67,35 +66,53 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-pub struct Edge {
+/// What admission reads of a request: the same whether pingora parsed it or the hit path
+/// ([`crate::hits`]) did.
+pub(crate) struct RequestParts<'a> {
+    pub(crate) get_or_head: bool,
+    pub(crate) host: Option<&'a str>,
+    /// The path without the query.
+    pub(crate) path: &'a str,
+    pub(crate) accept: Option<&'a [u8]>,
+}
+
+/// What the edge's request handling shares with the hit path: tenants, cache, rate limits.
+pub struct EdgeCore {
     tenants: Tenants,
-    cache: Arc<EdgeCache>,
-    render_socket: String,
+    pub(crate) cache: Arc<EdgeCache>,
     /// Requests per tenant in the current second, for `limits.rate_per_second`.
     rate: Rate,
 }
 
-impl Edge {
-    pub fn new(tenants: Tenants, cache: Arc<EdgeCache>, render_socket: String) -> Self {
-        Edge { tenants, cache, render_socket, rate: Rate::new(std::time::Duration::from_secs(1)) }
+impl EdgeCore {
+    pub fn new(tenants: Tenants, cache: Arc<EdgeCache>) -> Self {
+        EdgeCore { tenants, cache, rate: Rate::new(std::time::Duration::from_secs(1)) }
     }
 
-    /// Tenant, signature, options, expiry — everything that decides whether this request
-    /// deserves any work, in order of cost.
-    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Error> {
-        let req = session.req_header();
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return Err(Error::Method);
-        }
-        let tenant = self.tenants.resolve(req).ok_or(Error::UnknownTenant)?;
-        ctx.tenant = Some(tenant.clone());
-        // before the signature, so a flood of bad signatures is limited too
+    /// Counts one request against the tenant's per-second limit; `true` when over it.
+    pub(crate) fn over_rate(&self, tenant: &Tenant) -> bool {
         let max_rate = tenant.limits.rate_per_second;
         if max_rate > 0 && self.rate.observe(&tenant.id, 1) > max_rate as isize {
             metrics::limit_rejected("tenant_rate");
+            return true;
+        }
+        false
+    }
+
+    /// Tenant, signature, options, expiry — everything that decides whether this request
+    /// deserves any work, in order of cost. `count_rate: false` leaves the rate limit to the
+    /// caller (the hit path counts only requests it answers itself).
+    pub(crate) fn admit(&self, req: &RequestParts<'_>, ctx: &mut Ctx, count_rate: bool) -> Result<(), Error> {
+        if !req.get_or_head {
+            return Err(Error::Method);
+        }
+        let tenant = req.host.and_then(|h| self.tenants.resolve(h)).ok_or(Error::UnknownTenant)?;
+        ctx.tenant = Some(tenant.clone());
+        // before the signature, so a flood of bad signatures is limited too
+        if count_rate && self.over_rate(&tenant) {
             return Err(Error::RateLimited);
         }
-        let path = req.uri.path();
+        let path = req.path;
         let (sig, rest) =
             signature::split_signed_path(path).ok_or(Error::Signature(signature::SignatureError::Missing))?;
         if !tenant.allow_unsigned {
@@ -112,8 +129,7 @@ impl Edge {
         // raw streams the source as is: no format to choose
         ctx.vary_accept = !tenant.negotiate.is_empty() && opts.format.is_none() && !opts.raw;
         if ctx.vary_accept {
-            let accept = req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
-            if let Some(f) = negotiate::best(accept, &tenant.negotiate) {
+            if let Some(f) = negotiate::best(req.accept, &tenant.negotiate) {
                 // billed without the negotiated format: one unique transform per URL
                 ctx.billing_canonical = Some(parsed.request.canonical());
                 parsed.request.options.format = Some(f);
@@ -125,9 +141,31 @@ impl Edge {
     }
 }
 
+pub struct Edge {
+    core: Arc<EdgeCore>,
+    render_socket: String,
+}
+
+impl Edge {
+    pub fn new(core: Arc<EdgeCore>, render_socket: String) -> Self {
+        Edge { core, render_socket }
+    }
+
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Error> {
+        let req = session.req_header();
+        let parts = RequestParts {
+            get_or_head: req.method == http::Method::GET || req.method == http::Method::HEAD,
+            host: req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()),
+            path: req.uri.path(),
+            accept: req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes()),
+        };
+        self.core.admit(&parts, ctx, true)
+    }
+}
+
 /// Whether the request's tenant uses the cache at all. `cache.enabled: false` makes every
 /// request render (benchmarks of the render path): no front cache, no pingora-cache.
-fn caches(ctx: &Ctx) -> bool {
+pub(crate) fn caches(ctx: &Ctx) -> bool {
     ctx.tenant.as_ref().is_none_or(|t| t.cache_enabled)
 }
 
@@ -141,7 +179,7 @@ impl Edge {
         }
         let key = self.cache_key_callback(session, ctx)?;
         let now = SystemTime::now();
-        let Some(entry) = self.cache.storage.front_get(&key, now) else {
+        let Some(entry) = self.core.cache.storage.front_get(&key, now) else {
             return Ok(false);
         };
         let mut header = entry.header(now)?;
@@ -167,10 +205,10 @@ impl Edge {
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
-    tenant: Option<Arc<Tenant>>,
-    canonical: String,
+    pub(crate) tenant: Option<Arc<Tenant>>,
+    pub(crate) canonical: String,
     /// Output format part of the cache key: explicit format or `src` (keep the source's).
-    format: &'static str,
+    pub(crate) format: &'static str,
     /// Set when the edge answered by itself (rejections).
     rejected: bool,
     /// Set when the request went to render (a miss, cacheable or not).
@@ -178,11 +216,45 @@ pub struct Ctx {
     /// Answered from the front cache (a hit that bypassed pingora-cache).
     front: bool,
     /// The tenant negotiates and the URL names no format: the answer depends on `Accept`.
-    vary_accept: bool,
+    pub(crate) vary_accept: bool,
     /// The canonical request without the negotiated format, when one was negotiated.
     billing_canonical: Option<String>,
     /// Render sent the source unchanged (`raw`, `skp`): not a transform.
     passthrough: bool,
+}
+
+impl Ctx {
+    pub(crate) fn new() -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            tenant: None,
+            canonical: String::new(),
+            format: "src",
+            rejected: false,
+            upstream: false,
+            front: false,
+            vary_accept: false,
+            billing_canonical: None,
+            passthrough: false,
+        }
+    }
+
+    /// Metrics and usage for one answered request.
+    pub(crate) fn count(&self, code: u16, cache: &str, bytes: usize) {
+        // the canonical request is set once the request was admitted
+        let operation = if self.canonical.is_empty() { "none" } else { "transform" };
+        metrics::request(operation, code, cache, self.started.elapsed().as_secs_f64(), bytes);
+        if let Some(tenant) = &self.tenant {
+            // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
+            // does); a passthrough is counted as a request, not as a unique transform
+            let billing = match (&self.billing_canonical, self.passthrough) {
+                (_, true) => "",
+                (Some(c), false) => c.as_str(),
+                (None, false) => self.canonical.as_str(),
+            };
+            usage::edge_request(tenant, code, cache, bytes as u64, billing);
+        }
+    }
 }
 
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
@@ -229,18 +301,7 @@ impl ProxyHttp for Edge {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            started: Instant::now(),
-            tenant: None,
-            canonical: String::new(),
-            format: "src",
-            rejected: false,
-            upstream: false,
-            front: false,
-            vary_accept: false,
-            billing_canonical: None,
-            passthrough: false,
-        }
+        Ctx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -258,15 +319,16 @@ impl ProxyHttp for Edge {
         if !caches(ctx) {
             return Ok(());
         }
-        session.cache.enable(self.cache.storage, None, None, Some(self.cache.lock), None);
-        session.cache.set_max_file_size_bytes(self.cache.max_object);
+        let cache = &self.core.cache;
+        session.cache.enable(cache.storage, None, None, Some(cache.lock), None);
+        session.cache.set_max_file_size_bytes(cache.max_object);
         Ok(())
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
-        Ok(self.cache.key(&tenant.id, &ctx.canonical, ctx.format))
+        Ok(self.core.cache.key(&tenant.id, &ctx.canonical, ctx.format))
     }
 
     fn response_cache_filter(
@@ -331,19 +393,6 @@ impl ProxyHttp for Edge {
         }
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = cache_label(session, ctx);
-        let bytes = session.body_bytes_sent();
-        // the canonical request is set once the request was admitted
-        let operation = if ctx.canonical.is_empty() { "none" } else { "transform" };
-        metrics::request(operation, code, cache, ctx.started.elapsed().as_secs_f64(), bytes);
-        if let Some(tenant) = &ctx.tenant {
-            // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
-            // does); a passthrough is counted as a request, not as a unique transform
-            let billing = match (&ctx.billing_canonical, ctx.passthrough) {
-                (_, true) => "",
-                (Some(c), false) => c.as_str(),
-                (None, false) => ctx.canonical.as_str(),
-            };
-            usage::edge_request(tenant, code, cache, bytes as u64, billing);
-        }
+        ctx.count(code, cache, session.body_bytes_sent());
     }
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod hits;
 pub mod metrics;
 pub mod negotiate;
 pub mod ops;

@@ -15,7 +15,8 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
-use crate::edge::{Edge, Tenants};
+use crate::edge::{Edge, EdgeCore, Tenants};
+use crate::hits::EdgeApp;
 use crate::ops::Ops;
 use crate::render::Render;
 use crate::usage;
@@ -74,8 +75,9 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
     let cache = Arc::new(EdgeCache::new(&config.cache));
-    let edge = Edge::new(Tenants::new(&config.tenants), cache.clone(), socket);
-    let mut edge_svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "edge");
+    let core = Arc::new(EdgeCore::new(Tenants::new(&config.tenants), cache.clone()));
+    let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
+    let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy));
     for addr in &config.listen.edge {
         let buffers = L4BufferSettings::default().write(EDGE_WRITE_BUFFER);
         edge_svc.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));

@@ -107,3 +107,125 @@ async fn purges_reach_front_hits() {
     assert_eq!(s.get(HOST, &a).await.headers()["x-cache"], "MISS");
     assert_eq!(s.get(HOST, &b).await.headers()["x-cache"], "MISS");
 }
+
+/// One response read off a raw connection: status, lower-cased headers, body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `buf` + `conn`; `head_only` for HEAD (no body despite
+/// Content-Length). Leaves whatever follows in `buf`.
+async fn fill(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 16384];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut chunk));
+    let n = read.await.expect("response in time").unwrap();
+    assert!(n > 0, "connection closed mid-response");
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+async fn read_response(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, head_only: bool) -> Raw {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(conn, buf).await;
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    buf.drain(..end);
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let len = if head_only || status == 304 { 0 } else { len };
+    while buf.len() < len {
+        fill(conn, buf).await;
+    }
+    let body = buf.drain(..len).collect();
+    Raw { status, headers, body }
+}
+
+#[tokio::test]
+async fn hit_path_keeps_http_semantics_on_raw_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Imgedge::start(&local_tenant()).await;
+    let p = sign("/w:120/plain/coffee_600x400.jpg@jpeg");
+    let missing = sign("/w:120/plain/no_such_image.jpg@jpeg");
+    for path in [&p, &p, &missing, &missing] {
+        s.get(HOST, path).await; // miss, then the pingora hit that fills the front
+    }
+    let body = s.get(HOST, &p).await.bytes().await.unwrap();
+
+    // pipelined GET, HEAD, 404 hit and If-None-Match in one write: answered in order
+    let mut conn = tokio::net::TcpStream::connect(s.edge).await.unwrap();
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n");
+    let batch =
+        [get(&p, ""), format!("HEAD {p} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"), get(&missing, "Accept: */*\r\n")].concat();
+    conn.write_all(batch.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert!(r.header("date").is_some() && r.header("age").is_some());
+    assert_eq!(r.body, body);
+    let etag = r.header("etag").unwrap().to_owned();
+    let h = read_response(&mut conn, &mut buf, true).await;
+    assert_eq!((h.status, h.header("content-length")), (200, Some(body.len().to_string().as_str())));
+    let nf = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((nf.status, nf.header("x-cache")), (404, Some("HIT")));
+    assert_eq!(nf.header("accept-ranges"), None, "only 200s advertise ranges");
+
+    // a request head split across writes, then a conditional one
+    let split = get(&p, &format!("If-None-Match: W/{etag}\r\n"));
+    let (a, b) = split.as_bytes().split_at(split.len() / 2);
+    conn.write_all(a).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    conn.write_all(b).await.unwrap();
+    let nm = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((nm.status, nm.header("content-type"), nm.header("accept-ranges")), (304, None, None));
+    assert_eq!(nm.header("etag"), Some(etag.as_str()));
+
+    // what the hit path leaves to pingora still works on the same connection
+    conn.write_all(get(&p, "Range: bytes=0-9\r\n").as_bytes()).await.unwrap();
+    let range = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((range.status, range.body.as_slice()), (206, &body[..10]));
+    conn.write_all(get("/bad/path", "").as_bytes()).await.unwrap();
+    let bad = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!(bad.status, 403);
+    conn.write_all(get(&p, "Connection: close\r\n").as_bytes()).await.unwrap();
+    let last = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!((n.unwrap(), buf.len()), (0, 0), "closed after Connection: close");
+
+    // HTTP/1.0 and a malformed head go to pingora too
+    let mut conn = tokio::net::TcpStream::connect(s.edge).await.unwrap();
+    conn.write_all(format!("GET {p} HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let old = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!((old.status, old.body.len()), (200, body.len()));
+    let mut conn = tokio::net::TcpStream::connect(s.edge).await.unwrap();
+    conn.write_all(b"GET /x HTTP/1.1\r\nHost: img.test\r\nBad Header\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut conn, &mut buf, false).await.status, 400);
+
+    // every answer of the hit path was counted as a hit
+    let hits = r#"imgedge_http_requests_total{cache="hit",operation="transform",status_class="2xx"}"#;
+    assert!(s.metric(hits).await >= 4.0);
+}

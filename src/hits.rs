@@ -1,0 +1,238 @@
+//! The edge listener's connection handler: fresh front-cache hits are answered here, below
+//! pingora's HTTP/1 session machinery; everything else is handed to pingora unchanged.
+//!
+//! A hit is most of an image CDN's traffic, and per hit pingora's request state (header maps,
+//! session, proxy phases) cost more CPU than the kernel's TCP work. Here a hit is: one read,
+//! `httparse`, the same admission as the proxy ([`EdgeCore::admit`]), a front-cache lookup
+//! and one write of a header prefix serialized when the entry was filled. The answer is the
+//! one pingora-cache gives on a hit (same headers, `Age`, `Date`, 304, HEAD), counted the
+//! same way. Anything this path does not handle itself — a miss, a rejection, `Range`,
+//! `If-Modified-Since`, HTTP/1.0, a request body, `Connection` options, a malformed or large
+//! head, HTTP/2 — goes to pingora with the bytes already read put back into the stream, so
+//! pingora sees the connection exactly as the client sent it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use pingora::apps::ServerApp;
+use pingora::protocols::http::conditional_filter::{to_304, weak_validate_etag};
+use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cache::FrontEntry;
+use crate::edge::{caches, Ctx, Edge, EdgeCore, RequestParts};
+
+/// Request heads longer than this (or with more headers than [`MAX_HEADERS`]) go to
+/// pingora, which has its own limits and error answers.
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 32;
+/// How long an idle keep-alive connection (or a slow request head) is kept.
+const IDLE: Duration = Duration::from_secs(60);
+
+pub struct EdgeApp {
+    core: Arc<EdgeCore>,
+    proxy: Arc<HttpProxy<Edge>>,
+}
+
+impl EdgeApp {
+    pub fn new(core: Arc<EdgeCore>, proxy: HttpProxy<Edge>) -> Self {
+        EdgeApp { core, proxy: Arc::new(proxy) }
+    }
+}
+
+/// What the hit path did with one request.
+enum Outcome {
+    /// Answered; the connection may carry the next request.
+    Served,
+    /// Answered, but writing failed: drop the connection.
+    Broken,
+    /// Not ours: pingora handles it.
+    Pass,
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // Plain TCP only: putting bytes back needs the concrete stream type. TLS (and so
+        // HTTP/2) connections are pingora's from the start.
+        if !stream.as_any().is::<TcpStream>() || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let mut buf = BytesMut::with_capacity(2048);
+        let mut shutdown_rx = shutdown.clone();
+        let head_len = loop {
+            let read = tokio::select! {
+                r = tokio::time::timeout(IDLE, stream.read_buf(&mut buf)) => r,
+                _ = shutdown_rx.changed() => return None,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => break Some(n),
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                // too long or malformed: pingora answers that
+                _ => break None,
+            }
+        };
+        let outcome = match head_len {
+            Some(n) => self.serve(&buf[..n], &mut stream).await,
+            None => Outcome::Pass,
+        };
+        match (outcome, head_len) {
+            (Outcome::Served, Some(n)) => {
+                // pipelined requests stay in order: the next process_new reads them first
+                let stream = rewind(stream, &buf[n..])?;
+                (!*shutdown.borrow()).then_some(stream)
+            }
+            (Outcome::Broken, _) => None,
+            _ => {
+                let stream = rewind(stream, &buf)?;
+                self.proxy.process_new(stream, shutdown).await
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+impl EdgeApp {
+    /// Answers `head` if it is a fresh front-cache hit this path can serve exactly as
+    /// pingora would.
+    async fn serve(&self, head: &[u8], stream: &mut Stream) -> Outcome {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) || req.version != Some(1) {
+            return Outcome::Pass;
+        }
+        let (Some(method), Some(target)) = (req.method, req.path) else { return Outcome::Pass };
+        let is_head = match method {
+            "GET" => false,
+            "HEAD" => true,
+            _ => return Outcome::Pass,
+        };
+        // origin-form with visible ASCII only, as `http::Uri` would accept it
+        if !target.starts_with('/') || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Outcome::Pass;
+        }
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let (mut host, mut accept) = (None, None);
+        let mut inm: [Option<&[u8]>; 4] = [None; 4];
+        let mut n_inm = 0;
+        for h in req.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("host") {
+                if host.is_some() {
+                    return Outcome::Pass;
+                }
+                host = Some(std::str::from_utf8(h.value).ok());
+            } else if name.eq_ignore_ascii_case("accept") {
+                accept = Some(h.value);
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                match inm.get_mut(n_inm) {
+                    Some(slot) => *slot = Some(h.value),
+                    None => return Outcome::Pass,
+                }
+                n_inm += 1;
+            } else if name.eq_ignore_ascii_case("connection") {
+                if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                    return Outcome::Pass;
+                }
+            } else if name.eq_ignore_ascii_case("content-length") {
+                if h.value != b"0" {
+                    return Outcome::Pass;
+                }
+            } else if ["range", "if-range", "if-modified-since", "transfer-encoding", "upgrade", "expect"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+            {
+                return Outcome::Pass;
+            }
+        }
+        let Some(Some(host)) = host else { return Outcome::Pass };
+
+        let mut ctx = Ctx::new();
+        let parts = RequestParts { get_or_head: true, host: Some(host), path, accept };
+        if self.core.admit(&parts, &mut ctx, false).is_err() || !caches(&ctx) {
+            return Outcome::Pass;
+        }
+        let Some(tenant) = ctx.tenant.clone() else { return Outcome::Pass };
+        let key = self.core.cache.key(&tenant.id, &ctx.canonical, ctx.format);
+        let now = SystemTime::now();
+        let Some(entry) = self.core.cache.storage.front_get(&key, now) else { return Outcome::Pass };
+        // counted only now, as pingora's path counts it once; over the limit, pingora rejects
+        if self.core.over_rate(&tenant) {
+            return Outcome::Pass;
+        }
+
+        let not_modified = entry.status() == 200
+            && entry.etag().is_some_and(|etag| inm[..n_inm].iter().flatten().any(|v| weak_validate_etag(v, etag)));
+        let mut out = BytesMut::with_capacity(512);
+        let code = if not_modified {
+            out.put_slice(&not_modified_head(&entry));
+            304
+        } else {
+            out.put_slice(entry.head());
+            entry.status()
+        };
+        out.put_slice(b"Age: ");
+        out.put_slice(entry.age(now).to_string().as_bytes());
+        out.put_slice(b"\r\nx-cache: HIT\r\n");
+        if ctx.vary_accept {
+            out.put_slice(b"vary: Accept\r\n");
+        }
+        out.put_slice(b"Date: ");
+        out.put_slice(get_cached_date().as_bytes());
+        out.put_slice(b"\r\nConnection: keep-alive\r\n\r\n");
+        let header_only = is_head || not_modified;
+        // head and body meet in the stream's write buffer: one copy, one send
+        let written = async {
+            stream.write_all(&out).await?;
+            if !header_only {
+                stream.write_all(entry.body()).await?;
+            }
+            stream.flush().await
+        }
+        .await
+        .is_ok();
+        let bytes = if header_only || !written { 0 } else { entry.body().len() };
+        ctx.count(code, "hit", bytes);
+        if written {
+            Outcome::Served
+        } else {
+            Outcome::Broken
+        }
+    }
+}
+
+/// Puts `bytes` back in front of what `stream` reads next. `None` only if `stream` is not
+/// the plain TCP stream `process_new` checked for.
+fn rewind(stream: Stream, bytes: &[u8]) -> Option<Stream> {
+    if bytes.is_empty() {
+        return Some(stream);
+    }
+    let mut tcp = stream.into_any().downcast::<TcpStream>().ok()?;
+    tcp.rewind(bytes);
+    Some(tcp)
+}
+
+/// The status line and headers of a 304 for `entry`, as pingora's `to_304` makes it,
+/// without the per-answer headers (`Age`, `Date`, ...) the caller appends.
+fn not_modified_head(entry: &FrontEntry) -> BytesMut {
+    let mut h = entry.stored_header().clone();
+    to_304(&mut h);
+    let mut buf = BytesMut::with_capacity(512);
+    crate::cache::write_head(&h, &mut buf);
+    buf
+}

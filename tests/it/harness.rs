@@ -233,6 +233,20 @@ impl Imgedge {
             .find_map(|l| l.rsplit_once(' ').filter(|(name, _)| *name == series).map(|(_, v)| v.parse().unwrap()))
             .unwrap_or(0.0)
     }
+
+    /// [`Imgedge::metric`] once it equals `want`, or its last value after ~2 s: a request
+    /// is counted just after its answer was written, so the client can be a moment ahead.
+    pub async fn metric_settled(&self, series: &str, want: f64) -> f64 {
+        let mut v = self.metric(series).await;
+        for _ in 0..100 {
+            if v == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            v = self.metric(series).await;
+        }
+        v
+    }
 }
 
 fn spawn(dir: &Path, config: &Path) -> Child {

@@ -28,12 +28,13 @@ async fn metrics_count_requests_by_status_and_cache_outcome() {
     let req = |cache: &str, op: &str, class: &str| {
         format!(r#"imgedge_http_requests_total{{cache="{cache}",operation="{op}",status_class="{class}"}}"#)
     };
-    assert_eq!(s.metric(&req("miss", "transform", "2xx")).await, 1.0);
-    assert_eq!(s.metric(&req("hit", "transform", "2xx")).await, 2.0);
+    assert_eq!(s.metric_settled(&req("miss", "transform", "2xx"), 1.0).await, 1.0);
+    assert_eq!(s.metric_settled(&req("hit", "transform", "2xx"), 2.0).await, 2.0);
     // two bad signatures (403) and one unknown host (404), all rejected before parsing
-    assert_eq!(s.metric(&req("none", "none", "4xx")).await, 3.0);
+    assert_eq!(s.metric_settled(&req("none", "none", "4xx"), 3.0).await, 3.0);
     assert_eq!(s.metric(r#"imgedge_renders_total{outcome="ok"}"#).await, 1.0);
-    assert_eq!(s.metric(r#"imgedge_http_request_duration_seconds_count{cache="hit"}"#).await, 2.0);
+    let hits = r#"imgedge_http_request_duration_seconds_count{cache="hit"}"#;
+    assert_eq!(s.metric_settled(hits, 2.0).await, 2.0);
     assert!(s.metric(r#"imgedge_cache_size_bytes{tier="memory"}"#).await > 0.0);
     let text = s.ops_get("/metrics").await.text().await.unwrap();
     assert!(text.contains("# HELP imgedge_http_requests_total"), "{text}");

@@ -229,6 +229,22 @@ fn background_flattens_every_format() {
 }
 
 #[test]
+fn grey_alpha_on_a_coloured_background_becomes_colour() {
+    // left half transparent, right half opaque mid-grey
+    let px: Vec<u8> = (0..40 * 20).flat_map(|i| if i % 40 < 20 { [0, 0] } else { [128, 255] }).collect();
+    let mut src = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut src).write_image(&px, 40, 20, image::ExtendedColorType::La8).unwrap();
+    let o = png(Options { background: Some(crate::options::Rgb(255, 0, 0)), ..Options::default() });
+    let img = decoded(&run_ok(&src, &o));
+    assert!(!img.color().has_alpha());
+    assert_eq!(rgba_at(&img, 2, 10), [255, 0, 0, 255], "transparent → the background");
+    assert_eq!(rgba_at(&img, 37, 10), [128, 128, 128, 255], "opaque grey stays grey");
+    // a grey background keeps a grey image grey
+    let o = png(Options { background: Some(crate::options::Rgb(40, 40, 40)), ..Options::default() });
+    assert_eq!(decoded(&run_ok(&src, &o)).color(), image::ColorType::L8);
+}
+
+#[test]
 fn user_crop_then_resize() {
     // Left half of the quadrant image (red over blue), then scaled to 16 wide.
     let jpg = jpeg_with_orientation(1);

@@ -1,8 +1,9 @@
-//! Composites alpha onto the background in place (RGBA → RGB, grey+alpha → grey):
-//! for formats without alpha (onto white unless `bg` says otherwise) and, as imgproxy
-//! does, for every format when `bg` is given.
+//! Composites alpha onto the background in place (RGBA → RGB, grey+alpha → grey, or
+//! → RGB when the background has a colour): for formats without alpha (onto white unless
+//! `bg` says otherwise) and, as imgproxy does, for every format when `bg` is given.
 
 use crate::transform::pipeline::Ctx;
+use crate::transform::pixels::{Channels, Pixels};
 use crate::transform::TransformError;
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<(), TransformError> {
@@ -13,6 +14,17 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<(), TransformError> {
         return Ok(());
     }
     let bg = [u32::from(bg.0), u32::from(bg.1), u32::from(bg.2)];
+    if ctx.img.channels == Channels::GrayAlpha && !(bg[0] == bg[1] && bg[1] == bg[2]) {
+        // grey on a coloured background is a colour image
+        let img = &ctx.img;
+        let mut out = Vec::with_capacity(img.width as usize * img.height as usize * 3);
+        for px in img.data().chunks_exact(2) {
+            let (c, a) = (u32::from(px[0]), u32::from(px[1]));
+            out.extend(bg.map(|b| ((c * a + b * (255 - a) + 127) / 255) as u8));
+        }
+        ctx.img = Pixels::new(img.width, img.height, Channels::Rgb, out)?;
+        return Ok(());
+    }
     // Grey images flatten onto the background's luma (BT.601, as libvips).
     let luma = (bg[0] * 299 + bg[1] * 587 + bg[2] * 114 + 500) / 1000;
     ctx.img.strip_alpha_with(|px, out| {

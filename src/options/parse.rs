@@ -490,14 +490,34 @@ fn parse_uint(a: &str) -> Option<u64> {
     a.parse().ok()
 }
 
-/// A finite decimal number; `inf`/`nan` (which `f64::from_str` takes) are not.
+/// A finite decimal number; `inf`/`nan` (which `f64::from_str` takes) are not. Kept to
+/// [`FLOAT_DECIMALS`] places (see [`round_float`]).
 fn parse_float(a: &str) -> Option<f64> {
     if !a.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
         return None;
     }
     let v: f64 = a.parse().ok()?;
-    // -0 and 0 mean the same; keep one so the canonical form has one spelling
-    v.is_finite().then_some(if v == 0.0 { 0.0 } else { v })
+    v.is_finite().then(|| round_float(v))
+}
+
+/// Decimal places a parsed number keeps: far below a pixel for any size, and it keeps
+/// canonical strings (cache keys, unique-transform counts) short — `1e-300` would
+/// otherwise be written out as 300 digits — and spelled one way.
+pub const FLOAT_DECIMALS: i32 = 6;
+
+/// Rounds to [`FLOAT_DECIMALS`] places, never across 1 in magnitude (offsets and crop
+/// sizes below 1 are fractions, from 1 on pixels) and with one zero (-0 and 0 mean the same).
+pub fn round_float(v: f64) -> f64 {
+    let scale = 10f64.powi(FLOAT_DECIMALS);
+    let mut r = (v * scale).round() / scale;
+    if v.abs() < 1.0 && r.abs() >= 1.0 {
+        r = (1.0 - 1.0 / scale).copysign(v);
+    }
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
 }
 
 /// `type:x:y`. Compass types take optional offsets (pixels when >= 1, fractions when < 1);

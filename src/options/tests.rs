@@ -13,6 +13,7 @@ use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use proptest::prelude::*;
 
+use super::parse::round_float;
 use super::*;
 
 const OK_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/urls/ok.txt");
@@ -340,8 +341,8 @@ fn resizing_type() -> impl Strategy<Value = ResizingType> {
 fn offset() -> impl Strategy<Value = f64> {
     prop_oneof![
         3 => Just(0.0),
-        1 => -1.0f64..1.0,
-        1 => -65535.0f64..=65535.0,
+        1 => (-1.0f64..1.0).prop_map(round_float),
+        1 => (-65535.0f64..=65535.0).prop_map(round_float),
         1 => (-500i32..500).prop_map(f64::from),
     ]
 }
@@ -364,7 +365,7 @@ fn gravity_with(smart: bool) -> impl Strategy<Value = Gravity> {
         offset(),
     )
         .prop_map(|(kind, x_offset, y_offset)| Gravity { kind, x_offset, y_offset });
-    let coord = prop_oneof![Just(0.0), Just(1.0), Just(0.5), 0.0f64..=1.0];
+    let coord = prop_oneof![Just(0.0), Just(1.0), Just(0.5), (0.0f64..=1.0).prop_map(round_float)];
     let focus = (coord.clone(), coord).prop_map(|(x_offset, y_offset)| Gravity {
         kind: GravityType::FocusPoint,
         x_offset,
@@ -386,7 +387,7 @@ fn dpr() -> impl Strategy<Value = f64> {
     prop_oneof![
         3 => Just(1.0),
         1 => (1u32..=800).prop_map(|n| f64::from(n) / 100.0),
-        1 => (0.0f64..=8.0).prop_filter("dpr > 0", |d| *d > 0.0),
+        1 => (0.0f64..=8.0).prop_map(round_float).prop_filter("dpr > 0", |d| *d > 0.0),
     ]
 }
 
@@ -406,7 +407,12 @@ fn extend() -> impl Strategy<Value = Extend> {
 }
 
 fn crop() -> impl Strategy<Value = Option<Crop>> {
-    let side = prop_oneof![Just(0.0), 0.0f64..1.0, (1u32..=65535).prop_map(f64::from), 0.0f64..=65535.0];
+    let side = prop_oneof![
+        Just(0.0),
+        (0.0f64..1.0).prop_map(round_float),
+        (1u32..=65535).prop_map(f64::from),
+        (0.0f64..=65535.0).prop_map(round_float)
+    ];
     let crop = (side.clone(), side, prop::option::of(gravity()))
         .prop_filter("0 x 0 is no crop", |(w, h, _)| *w != 0.0 || *h != 0.0)
         .prop_map(|(width, height, gravity)| Some(Crop { width, height, gravity }));
@@ -418,7 +424,7 @@ fn rgb() -> impl Strategy<Value = Rgb> {
 }
 
 fn trim() -> impl Strategy<Value = Option<Trim>> {
-    let threshold = prop_oneof![Just(0.0), Just(10.0), Just(255.0), 0.0f64..=255.0];
+    let threshold = prop_oneof![Just(0.0), Just(10.0), Just(255.0), (0.0f64..=255.0).prop_map(round_float)];
     let trim = (threshold, prop::option::of(rgb()), any::<bool>(), any::<bool>())
         .prop_map(|(threshold, color, equal_hor, equal_ver)| Some(Trim { threshold, color, equal_hor, equal_ver }));
     mostly(None, trim)
@@ -437,7 +443,7 @@ fn padding() -> impl Strategy<Value = Padding> {
 }
 
 fn sigma() -> impl Strategy<Value = f64> {
-    mostly(0.0, prop_oneof![(1u32..=100).prop_map(f64::from), 0.0f64..=100.0])
+    mostly(0.0, prop_oneof![(1u32..=100).prop_map(f64::from), (0.0f64..=100.0).prop_map(round_float)])
 }
 
 fn encodable() -> impl Strategy<Value = Format> {
@@ -464,7 +470,9 @@ fn geometry() -> impl Strategy<Value = Options> {
     let zoom = prop_oneof![
         3 => Just((1.0, 1.0)),
         1 => (1u32..=10000).prop_map(|n| (f64::from(n) / 100.0, f64::from(n) / 100.0)),
-        1 => ((0.0f64..=100.0), (0.0f64..=100.0)).prop_filter("zoom > 0", |(x, y)| *x > 0.0 && *y > 0.0),
+        1 => ((0.0f64..=100.0), (0.0f64..=100.0))
+            .prop_map(|(x, y)| (round_float(x), round_float(y)))
+            .prop_filter("zoom > 0", |(x, y)| *x > 0.0 && *y > 0.0),
     ];
     let more = (zoom, dpr(), extend(), extend(), gravity(), crop(), trim(), padding());
     let turn =
@@ -996,4 +1004,24 @@ proptest! {
         let _ = parse(&path, &ctxs.standard());
         let _ = parse_canonical(&path);
     }
+}
+
+#[test]
+fn numbers_keep_six_decimals_and_their_meaning() {
+    let ctxs = Contexts::new();
+    let ctx = ctxs.standard();
+    let canon = |p: &str| parse(p, &ctx).unwrap().request.canonical();
+    // an absurdly small offset is no offset, not 300 digits of key
+    assert_eq!(canon("/g:no:1e-300:0/plain/a.jpg"), canon("/g:no/plain/a.jpg"));
+    assert_eq!(canon("/g:no:0.12345678:0/plain/a.jpg"), canon("/g:no:0.123457:0/plain/a.jpg"));
+    // a fraction stays a fraction (below 1) and pixels stay pixels
+    let g = parse("/g:no:0.9999999:-0.99999999/plain/a.jpg", &ctx).unwrap().request.options.gravity;
+    assert_eq!((g.x_offset, g.y_offset), (0.999999, -0.999999));
+    let c = parse("/c:0.99999999:1.0000001/plain/a.jpg", &ctx).unwrap().request.options.crop.unwrap();
+    assert_eq!((c.width, c.height), (0.999999, 1.0));
+    // every canonical string stays short whatever the spelling of its numbers
+    let long = "/bl:0.000000000000000000000000000001/sh:1.00000000000000000000001/dpr:2.0000000001/plain/a.jpg";
+    assert!(canon(long).len() < 40, "{}", canon(long));
+    // rounded to nothing is zero, which these options refuse
+    assert!(parse("/dpr:0.0000001/plain/a.jpg", &ctx).is_err());
 }

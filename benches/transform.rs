@@ -72,6 +72,32 @@ fn decode_only(c: &mut Criterion) {
     g.finish();
 }
 
+/// 1/8-scale JPEG decoding: the engine's DC-domain decoder (through the same header
+/// walk `run` does) against turbojpeg's own 1/8 DCT scaling.
+fn decode_eighth(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for (file, tag) in [("cups_4000x3000_q90.jpg", "cups"), ("path_4000x3000_q90.jpg", "path")] {
+        let Some(input) = load(file) else { continue };
+        g.bench_function(format!("jpeg_1_8_fast_{tag}"), |b| {
+            b.iter(|| bench::decode(black_box(&input), 8).map(|p| p.dims()))
+        });
+        g.bench_function(format!("jpeg_1_8_turbo_{tag}"), |b| {
+            b.iter(|| {
+                let mut dec = turbojpeg::Decompressor::new().ok()?;
+                let h = dec.read_header(black_box(&input)).ok()?;
+                let f = turbojpeg::ScalingFactor::new(1, 8);
+                dec.set_scaling_factor(f).ok()?;
+                let (w, hh) = (f.scale(h.width), f.scale(h.height));
+                let mut buf = vec![0u8; w * hh * 3];
+                let format = turbojpeg::PixelFormat::RGB;
+                let image = turbojpeg::Image { pixels: &mut buf[..], width: w, pitch: w * 3, height: hh, format };
+                dec.decompress(&input, image).ok().map(|()| buf.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 fn encode_only(c: &mut Criterion) {
     let Some(cups) = load("cups_4000x3000_q90.jpg") else { return };
     let Some(leaf) = load("leaf_alpha_1600x1000.png") else { return };
@@ -195,6 +221,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = end_to_end, transform_only, decode_only, encode_only, steps, blur_kernels
+    targets = end_to_end, transform_only, decode_only, decode_eighth, encode_only, steps, blur_kernels
 }
 criterion_main!(benches);

@@ -45,6 +45,7 @@ mod color;
 mod decode;
 mod encode;
 mod geometry;
+mod jpeg_dc;
 #[cfg(test)]
 mod golden_tests;
 mod metadata;

@@ -45,9 +45,9 @@ mod color;
 mod decode;
 mod encode;
 mod geometry;
-mod jpeg_dc;
 #[cfg(test)]
 mod golden_tests;
+mod jpeg_dc;
 mod metadata;
 mod pipeline;
 mod pixels;

@@ -67,7 +67,8 @@ impl ServerApp for EdgeApp {
         }
         let mut buf = BytesMut::with_capacity(2048);
         let mut shutdown_rx = shutdown.clone();
-        let head_len = loop {
+        // `Some(head length)` once a head was read and tried; `None` leaves it to pingora
+        let (outcome, head_len) = loop {
             let read = tokio::select! {
                 r = tokio::time::timeout(IDLE, stream.read_buf(&mut buf)) => r,
                 _ = shutdown_rx.changed() => return None,
@@ -79,15 +80,11 @@ impl ServerApp for EdgeApp {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => break Some(n),
+                Ok(httparse::Status::Complete(n)) => break (self.serve(&req, &mut stream).await, Some(n)),
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
                 // too long or malformed: pingora answers that
-                _ => break None,
+                _ => break (Outcome::Pass, None),
             }
-        };
-        let outcome = match head_len {
-            Some(n) => self.serve(&buf[..n], &mut stream).await,
-            None => Outcome::Pass,
         };
         match (outcome, head_len) {
             (Outcome::Served, Some(n)) => {
@@ -109,12 +106,10 @@ impl ServerApp for EdgeApp {
 }
 
 impl EdgeApp {
-    /// Answers `head` if it is a fresh front-cache hit this path can serve exactly as
-    /// pingora would.
-    async fn serve(&self, head: &[u8], stream: &mut Stream) -> Outcome {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) || req.version != Some(1) {
+    /// Answers the parsed head `req` if it is a fresh front-cache hit this path can serve
+    /// exactly as pingora would.
+    async fn serve(&self, req: &httparse::Request<'_, '_>, stream: &mut Stream) -> Outcome {
+        if req.version != Some(1) {
             return Outcome::Pass;
         }
         let (Some(method), Some(target)) = (req.method, req.path) else { return Outcome::Pass };

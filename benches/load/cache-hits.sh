@@ -3,10 +3,14 @@
 # run on this machine, plus hit latency while renders saturate the CPU.
 # Needs ../shared/bench (peers-up.sh origin cache sharp: nginx static origin on 8080, nginx
 # proxy_cache on 8082 in front of sharp-server on 8090) and wrk. Loopback only.
-# usage: benches/load/cache-hits.sh [DURATION_SECONDS=15]
+# Each pair (imgedge, nginx) runs back to back, in alternating order over ROUNDS rounds: the
+# machine's speed drifts (other tenants, CPU steal), so a ratio is taken within a pair and the
+# median over rounds is reported (SUMMARY lines, with the smallest and largest pair ratio).
+# usage: benches/load/cache-hits.sh [DURATION_SECONDS=10] [ROUNDS=5]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-D=${1:-15}
+D=${1:-10}
+R=${2:-5}
 BENCH=${BENCH_DIR:-../shared/bench}
 LOAD="$BENCH/load.sh"
 "$BENCH/peers-up.sh" origin cache sharp >&2
@@ -51,12 +55,34 @@ for k in "${!ours[@]}"; do   # prime both caches, check they hit
   echo "# $k: imgedge $a, nginx $b" >&2
 done
 
-for c in 8 64; do
-  for k in big400jpeg big400webp hd800jpeg; do
-    "$LOAD" -c "$c" -d "$D" -w 2 -l "imgedge-hit-$k" "http://127.0.0.1:8100${ours[$k]}"
-    "$LOAD" -c "$c" -d "$D" -w 2 -l "nginx-hit-$k" "http://127.0.0.1:8082${theirs[$k]}"
+for r in $(seq "$R"); do
+  for c in 8 64; do
+    for k in big400jpeg big400webp hd800jpeg; do
+      ours_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "imgedge-hit-$k-c$c-r$r" "http://127.0.0.1:8100${ours[$k]}"; }
+      nginx_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "nginx-hit-$k-c$c-r$r" "http://127.0.0.1:8082${theirs[$k]}"; }
+      if ((r % 2)); then ours_run; nginx_run; else nginx_run; ours_run; fi
+    done
   done
-done
+done | tee "$work/hits.result"
+python3 - "$work/hits.result" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"RESULT label=(imgedge|nginx)-hit-(\w+)-c(\d+)-r(\d+) (.*)", line)
+    if m:
+        kv = dict(x.split("=", 1) for x in m.group(5).split())
+        runs[(m.group(2), int(m.group(3)), int(m.group(4)), m.group(1))] = (float(kv["rps"]), float(kv["p99_ms"]))
+jobs = sorted({(j, c) for j, c, _, _ in runs}, key=lambda x: (x[1], x[0]))
+for job, c in jobs:
+    pairs = [(runs[(job, c, r, "imgedge")], runs[(job, c, r, "nginx")]) for (j, cc, r, who) in runs
+             if j == job and cc == c and who == "imgedge" and (job, c, r, "nginx") in runs]
+    ratios = [a[0] / b[0] for a, b in pairs]
+    med = lambda xs: statistics.median(xs)
+    print(f"SUMMARY job={job} conc={c} rounds={len(pairs)} imgedge_rps={med([a[0] for a, _ in pairs]):.0f} "
+          f"nginx_rps={med([b[0] for _, b in pairs]):.0f} ratio_median={med(ratios):.3f} "
+          f"ratio_min={min(ratios):.3f} ratio_max={max(ratios):.3f} imgedge_p99_ms={med([a[1] for a, _ in pairs]):.2f} "
+          f"nginx_p99_ms={med([b[1] for _, b in pairs]):.2f} p99_ratio={med([a[1] / b[1] for a, b in pairs]):.2f}")
+PY
 
 # hits while renders saturate the CPU: 8 concurrent misses (unique cache busters) in the
 # background, hit latency measured at concurrency 8 against the idle figure

@@ -35,6 +35,7 @@ use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
 use tokio::sync::OnceCell;
 
+use crate::body_file::BodyFile;
 use crate::config;
 use crate::metrics;
 
@@ -358,7 +359,8 @@ impl Storage for HybridStorage {
 }
 
 /// Share of the memory budget the front may hold. Its bodies are the memory tier's own
-/// `Bytes` (shared, not copied) until foyer evicts them, so this is mostly headroom.
+/// `Bytes` (shared, not copied) until foyer evicts them; the file copies of large bodies
+/// (see `body_file`) are its own, and weigh in its share.
 const FRONT_SHARE: usize = 4;
 
 /// A fresh hit as pingora-cache would send it: the stored response header and the body.
@@ -370,6 +372,8 @@ pub struct FrontEntry {
     /// `Date`, `Connection`, `X-Cache`, `Vary`): serialized once, when the entry is filled.
     head: Bytes,
     body: Bytes,
+    /// The body again, as a file to `sendfile` from, if it is large enough to gain.
+    file: Option<BodyFile>,
     /// What `Age` counts from (pingora's `CacheMeta::epoch`).
     epoch: SystemTime,
     fresh_until: SystemTime,
@@ -378,6 +382,10 @@ pub struct FrontEntry {
 impl FrontEntry {
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    pub fn file(&self) -> Option<&BodyFile> {
+        self.file.as_ref()
     }
 
     /// The header pingora-cache sends on a hit: the stored one as HTTP/1.1 with `Age`.
@@ -478,8 +486,10 @@ impl Front {
         if !meta.is_fresh(SystemTime::now()) || !header.headers.contains_key(http::header::CONTENT_LENGTH) {
             return;
         }
-        // weight in KiB (TinyUFO weights are u16), header included
-        let Ok(weight) = u16::try_from(body.len() / 1024 + 1) else { return };
+        // weight in KiB (TinyUFO weights are u16), header and file copy included
+        let file = BodyFile::new(body);
+        let copies = if file.is_some() { 2 } else { 1 };
+        let Ok(weight) = u16::try_from(copies * body.len() / 1024 + 1) else { return };
         let mut head = BytesMut::with_capacity(512);
         write_head(header, &mut head);
         if header.status == http::StatusCode::OK {
@@ -491,6 +501,7 @@ impl Front {
             header: header.clone(),
             head: head.freeze(),
             body: body.clone(),
+            file,
             epoch: meta.epoch(),
             fresh_until: meta.fresh_until(),
         };

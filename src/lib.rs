@@ -5,6 +5,7 @@
 //! socket), [`ops`] (health and metrics), assembled by [`server`]. README.md §
 //! Architecture has the codemap.
 
+pub mod body_file;
 pub mod cache;
 pub mod config;
 pub mod edge;

@@ -48,8 +48,15 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
         Some(v) => serde_yaml::from_value(v.clone()).map_err(|e| format!("{}: pingora: {e}", config.file.display()))?,
         None => ServerConf::default(),
     };
-    if config.pingora.as_ref().and_then(|v| v.get("threads")).is_none() {
+    let set = |key: &str| config.pingora.as_ref().and_then(|v| v.get(key)).is_some();
+    if !set("threads") {
         conf.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    }
+    // One runtime per thread, each connection's events and task on one thread (see
+    // `hits::adopt`): no cross-thread wake-ups per request. Renders run on the blocking pool,
+    // so no runtime thread is held by a transform.
+    if !set("work_stealing") {
+        conf.work_stealing = false;
     }
     conf.validate().map_err(|e| format!("{}: pingora: {e}", config.file.display()))
 }

@@ -224,3 +224,59 @@ async fn hit_path_keeps_http_semantics_on_raw_connections() {
     // Connection: close and HTTP/1.0
     assert_eq!(s.metric_settled(hits, 7.0).await, 7.0);
 }
+
+#[tokio::test]
+async fn large_hits_leave_from_a_sealed_file_byte_for_byte() {
+    use tokio::io::AsyncWriteExt;
+    let s = Imgedge::start(&local_tenant()).await;
+    // a PNG of a photo: hundreds of KB, far above the size from which hits use sendfile
+    let p = sign("/plain/coffee_600x400.jpg@png");
+    let body_files = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|l| l.to_string_lossy().contains("memfd:imgedge-body"))
+            .count()
+    };
+    // the miss, then pingora's hit that fills the front (the cache write may finish a
+    // moment after the miss's answer: bounded retries)
+    let mut body = bytes::Bytes::new();
+    for _ in 0..50 {
+        body = s.get(HOST, &p).await.bytes().await.unwrap();
+        if body_files() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(body.len() > 256 * 1024, "a large body: {} bytes", body.len());
+    assert_eq!(body_files(), 1, "the front entry holds its body as one file");
+
+    // eight pipelined answers to a client with a small receive window: each sendfile stops
+    // part-way and resumes when the client reads; a HEAD and a 304 between them
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut conn = socket.connect(s.edge).await.unwrap();
+    let etag = s.get(HOST, &p).await.headers()["etag"].to_str().unwrap().to_owned();
+    let get = format!("GET {p} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let mut batch = get.repeat(4);
+    batch += &format!("HEAD {p} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    batch += &format!("GET {p} HTTP/1.1\r\nHost: {HOST}\r\nIf-None-Match: {etag}\r\n\r\n");
+    batch += &get.repeat(4);
+    conn.write_all(batch.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut buf = Vec::new();
+    for i in 0..10 {
+        let r = read_response(&mut conn, &mut buf, i == 4).await;
+        let want = match i {
+            4 => (200, 0),
+            5 => (304, 0),
+            _ => (200, body.len()),
+        };
+        assert_eq!((r.status, r.body.len()), want, "answer {i}");
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+        if want.1 > 0 {
+            assert!(r.body == body, "answer {i}: the body as rendered");
+        }
+    }
+    assert!(buf.is_empty(), "nothing after the last answer");
+}

@@ -151,7 +151,12 @@ impl HybridStorage {
 
     /// A fresh, ready-to-send hit for `key`, if the front holds one.
     pub fn front_get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<FrontEntry>> {
-        self.front.as_ref()?.get(hash_of(key), now)
+        self.front_get_hashed(hash_of(key), now)
+    }
+
+    /// As [`Self::front_get`], for a key hashed before with [`key_hash`].
+    pub fn front_get_hashed(&self, hash: u128, now: SystemTime) -> Option<Arc<FrontEntry>> {
+        self.front.as_ref()?.get(hash, now)
     }
 
     async fn open(&self) -> std::result::Result<HybridCache<u128, Object>, String> {
@@ -282,6 +287,11 @@ impl HybridStorage {
         self.publish_metrics();
         existed
     }
+}
+
+/// The hash that identifies `key` in storage.
+pub fn key_hash(key: &CacheKey) -> u128 {
+    hash_of(key)
 }
 
 fn hash_of(key: &impl CacheHashKey) -> u128 {

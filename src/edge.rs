@@ -119,11 +119,9 @@ impl EdgeCore {
             signature::verify(&tenant.keys, tenant.signature_size, sig, rest)?;
         }
         let mut parsed = options::parse(rest, &tenant.parse_context())?;
-        if let Some(exp) = parsed.expires {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            if now >= exp {
-                return Err(Error::Expired);
-            }
+        ctx.expires = parsed.expires;
+        if expired(parsed.expires, SystemTime::now()) {
+            return Err(Error::Expired);
         }
         let opts = &parsed.request.options;
         // raw streams the source as is: no format to choose
@@ -139,6 +137,11 @@ impl EdgeCore {
         ctx.canonical = parsed.request.canonical();
         Ok(())
     }
+}
+
+/// Whether a signed URL expiring at `expires` (seconds since the epoch) is past it at `now`.
+pub(crate) fn expired(expires: Option<u64>, now: SystemTime) -> bool {
+    expires.is_some_and(|exp| now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) >= exp)
 }
 
 pub struct Edge {
@@ -203,6 +206,7 @@ impl Edge {
 }
 
 /// Per-request state.
+#[derive(Clone)]
 pub struct Ctx {
     started: Instant,
     pub(crate) tenant: Option<Arc<Tenant>>,
@@ -221,6 +225,8 @@ pub struct Ctx {
     billing_canonical: Option<String>,
     /// Render sent the source unchanged (`raw`, `skp`): not a transform.
     passthrough: bool,
+    /// The signed URL's expiry (`exp`), seconds since the epoch.
+    pub(crate) expires: Option<u64>,
 }
 
 impl Ctx {
@@ -236,7 +242,14 @@ impl Ctx {
             vary_accept: false,
             billing_canonical: None,
             passthrough: false,
+            expires: None,
         }
+    }
+
+    /// A copy of an admitted request's context for another request with the same head:
+    /// only the clock starts again.
+    pub(crate) fn again(&self) -> Ctx {
+        Ctx { started: Instant::now(), ..self.clone() }
     }
 
     /// Metrics and usage for one answered request.

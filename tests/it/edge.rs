@@ -130,6 +130,32 @@ async fn expired_urls_are_404_and_live_ones_served() {
 }
 
 #[tokio::test]
+async fn a_url_that_expires_while_it_is_a_hit_is_404_from_then_on() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let exp = now + 2;
+    let p = sign(&format!("/exp:{exp}/w:90/plain/coffee_600x400.jpg"));
+    // the miss, pingora's hit that fills the front, then hits from the front (the hit path
+    // keeps each head's admission: it must still see the expiry)
+    let mut hits = 0;
+    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() < exp && hits < 200 {
+        let r = s.get(HOST, &p).await;
+        assert_eq!(r.status(), 200);
+        hits += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(hits >= 3, "served before it expired");
+    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() < exp {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let r = s.get(HOST, &p).await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.text().await.unwrap().trim(), "URL expired");
+    }
+}
+
+#[tokio::test]
 async fn miss_then_hit_with_identical_bytes() {
     let s = Imgedge::start(&local_tenant()).await;
     let path = sign("/rs:fit:120:120/plain/coffee_600x400.jpg@webp");

@@ -336,6 +336,12 @@ impl Storage for HybridStorage {
             key: hash_of(key),
             meta: (Bytes::from(m0), Bytes::from(m1)),
             body: BytesMut::new(),
+            expected: meta
+                .response_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            stored: None,
         }))
     }
 
@@ -589,23 +595,54 @@ struct Miss {
     key: u128,
     meta: (Bytes, Bytes),
     body: BytesMut,
+    /// The response's `Content-Length`: the object is stored as soon as that much arrived.
+    expected: Option<usize>,
+    /// Stored already (its size): the rest of the response may not add to it.
+    stored: Option<usize>,
+}
+
+impl Miss {
+    /// Makes the object visible to lookups.
+    async fn store(&mut self) -> usize {
+        let size = self.body.len();
+        let body = std::mem::take(&mut self.body).freeze();
+        let obj = Object { meta0: self.meta.0.clone(), meta1: self.meta.1.clone(), body };
+        self.storage.write(self.key, obj).await;
+        self.stored = Some(size);
+        size
+    }
 }
 
 #[async_trait]
 impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.stored.is_some() {
+            if data.is_empty() {
+                return Ok(());
+            }
+            // longer than its Content-Length: not an object to keep
+            self.storage.remove(self.key).await;
+            return Error::e_explain(ErrorType::InternalError, "body longer than its Content-Length");
+        }
         if self.body.len() + data.len() > self.storage.settings.max_object_bytes {
             // dropping the handler without finish() discards the partial object
             return Error::e_explain(ErrorType::InternalError, "object exceeds cache.max_object");
         }
         self.body.extend_from_slice(&data);
+        // Stored when complete, not at finish(): pingora may forward the last bytes to the
+        // client before it finishes the miss, and a client that has the whole answer and
+        // asks again (on another connection, so another thread) must get the hit.
+        if self.expected == Some(self.body.len()) {
+            self.store().await;
+        }
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let size = self.body.len();
-        let obj = Object { meta0: self.meta.0, meta1: self.meta.1, body: self.body.freeze() };
-        self.storage.write(self.key, obj).await;
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let size = match self.stored {
+            Some(size) => size,
+            None => self.store().await,
+        };
         Ok(MissFinishType::Created(size))
     }
 }

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use imgedge::options::{Format, Options, ResizingType};
-use imgedge::transform::{self, bench, Settings};
+use imgedge_core::options::{Format, Options, ResizingType};
+use imgedge_core::transform::{self, bench, Settings};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/images/");
 
@@ -155,7 +155,7 @@ fn steps(c: &mut Criterion) {
         return;
     };
     let mut g = c.benchmark_group("step");
-    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge::transform::TransformError>;
+    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge_core::transform::TransformError>;
     let in_place: [(&str, InPlace); 3] = [
         ("blur_s2_rgb1200", |p| bench::blur(p, 2.0)),
         ("sharpen_s1_rgb1200", |p| bench::sharpen(p, 1.0)),
@@ -195,7 +195,7 @@ fn blur_kernels(c: &mut Criterion) {
         return;
     };
     let mut g = c.benchmark_group("blur");
-    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge::transform::TransformError>;
+    type InPlace = fn(&mut bench::Pixels) -> Result<(), imgedge_core::transform::TransformError>;
     let jobs: [(&str, &bench::Pixels, InPlace); 5] = [
         ("s0.5_rgb1200", &rgb, |p| bench::blur(p, 0.5)),
         ("s20_box_rgb1200", &rgb, |p| bench::blur(p, 20.0)),

@@ -8,8 +8,9 @@
 #
 # cargo-fuzz needs nightly compiler flags; on stable, RUSTC_BOOTSTRAP=1 unlocks them.
 # Not part of scripts/test.sh: the first sanitizer build (the pure core plus the C codecs,
-# instrumented) takes about 12 minutes on 2 cores, which CI's 30-minute budget cannot
-# absorb next to the ~15-minute build and test. Later runs rebuild only what changed.
+# instrumented) takes about 12 minutes on 2 cores. Later runs rebuild only what changed.
+# scripts/test.sh builds the same targets without instrumentation and replays
+# fuzz/regressions/ through them (fuzz/tests/replay.rs), so they never drift.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -23,7 +24,7 @@ export RUSTC_BOOTSTRAP=1
 
 cd fuzz
 for t in "${targets[@]}"; do
-    cargo fuzz build -O "$t"
+    cargo fuzz build -O --features libfuzzer "$t"
     mkdir -p "corpus/$t"
     seeds=()
     case $t in
@@ -31,10 +32,10 @@ for t in "${targets[@]}"; do
     esac
     if [ -d "regressions/$t" ] && ls "regressions/$t"/* >/dev/null 2>&1; then
         echo "== $t: replaying regressions"
-        cargo fuzz run -O "$t" "regressions/$t"/* -- -runs=1
+        cargo fuzz run -O --features libfuzzer "$t" "regressions/$t"/* -- -runs=1
     fi
     echo "== $t: fuzzing for ${secs}s"
     # -rss_limit_mb: a transform that allocates past its pixel limits is a finding too
-    cargo fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- \
+    cargo fuzz run -O --features libfuzzer "$t" "corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576 -timeout=10
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the golden inputs (tests/golden/src/) and libvips references
-# (tests/golden/ref/) used by src/transform/golden_tests.rs. Idempotent: running it
+# (tests/golden/ref/) used by crates/imgedge-core/src/transform/golden_tests.rs. Idempotent: running it
 # again rewrites every file byte for byte. Needs the libvips 8.14 CLI (`vips`,
 # Debian libvips-tools) and exiftool (libimage-exiftool-perl).
 #

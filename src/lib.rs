@@ -1,24 +1,20 @@
 //! imgedge: a multi-tenant image-transformation CDN origin on Pingora.
 //!
-//! Pure core (no pingora, no tokio): [`options`], [`signature`], [`transform`], [`config`].
-//! Services: [`edge`] (proxy + cache), [`render`] (origin fetch + transform on a Unix
-//! socket), [`ops`] (health and metrics), assembled by [`server`]. README.md §
-//! Architecture has the codemap.
+//! The pure core — URL options, signatures, negotiation, the image engine, config and the
+//! error table — is the `imgedge-core` crate, re-exported here under its module names. This
+//! crate is the server around it: [`edge`] (the public listener: admission, the hit path,
+//! the proxy), [`cache`] (storage tiers, the front of ready hits, generations), [`render`]
+//! (origin fetch and transform on a Unix socket), [`ops`] (health, metrics, purge),
+//! [`usage`] (metering), [`answer`] (every error answer) and [`server`] (assembly).
+//! README.md § Architecture has the code map.
 
-pub mod body_file;
+pub use imgedge_core::{config, error, negotiate, options, signature, ssrf, transform};
+
+pub mod answer;
 pub mod cache;
-pub mod config;
 pub mod edge;
-pub mod error;
-pub mod hits;
 pub mod metrics;
-pub mod negotiate;
 pub mod ops;
-pub mod options;
-pub mod origin;
 pub mod render;
 pub mod server;
-pub mod signature;
-pub mod ssrf;
-pub mod transform;
 pub mod usage;

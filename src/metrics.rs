@@ -7,6 +7,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cache::Outcome;
+
 struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -246,15 +248,15 @@ pub fn status_class(code: u16) -> &'static str {
 }
 
 /// One edge request, recorded once in the proxy's `logging` hook.
-pub fn request(operation: &str, code: u16, cache: &str, seconds: f64, body_bytes: usize) {
-    M.requests.with_label_values(&[operation, status_class(code), cache]).inc();
-    M.request_duration.with_label_values(&[cache]).observe(seconds);
+pub fn request(operation: &str, code: u16, cache: Outcome, seconds: f64, body_bytes: usize) {
+    M.requests.with_label_values(&[operation, status_class(code), cache.label()]).inc();
+    M.request_duration.with_label_values(&[cache.label()]).observe(seconds);
     M.response_bytes.inc_by(body_bytes as u64);
 }
 
 /// One edge request of a tenant that opted in to per-tenant series.
-pub fn tenant_request(tenant: &str, code: u16, cache: &str, body_bytes: u64) {
-    M.tenant_requests.with_label_values(&[tenant, status_class(code), cache]).inc();
+pub fn tenant_request(tenant: &str, code: u16, cache: Outcome, body_bytes: u64) {
+    M.tenant_requests.with_label_values(&[tenant, status_class(code), cache.label()]).inc();
     M.tenant_response_bytes.with_label_values(&[tenant]).inc_by(body_bytes);
 }
 

@@ -13,6 +13,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use subtle::ConstantTimeEq;
 
+use crate::answer::Answer;
 use crate::cache::EdgeCache;
 use crate::config::Tenant;
 use crate::metrics;
@@ -26,24 +27,6 @@ pub struct Ops {
     pub tenants: HashMap<String, Arc<Tenant>>,
     /// `None` disables the admin endpoints.
     pub admin_token: Option<String>,
-}
-
-fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .body(body)
-        .unwrap_or_default()
-}
-
-const PLAIN: &str = "text/plain; charset=utf-8";
-
-fn json(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
-    let mut body = value.to_string().into_bytes();
-    body.push(b'\n');
-    text(status, "application/json", body)
 }
 
 fn query(q: Option<&str>) -> HashMap<String, String> {
@@ -60,9 +43,9 @@ fn query(q: Option<&str>) -> HashMap<String, String> {
 
 impl Ops {
     /// `None` when the request carries the admin token, else the refusal to send.
-    fn refuse(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+    fn refuse(&self, session: &ServerSession) -> Option<Answer> {
         let Some(token) = &self.admin_token else {
-            return Some(text(StatusCode::NOT_FOUND, PLAIN, b"admin endpoints are disabled\n".to_vec()));
+            return Some(Answer::plain(StatusCode::NOT_FOUND, "admin endpoints are disabled"));
         };
         let given = session
             .req_header()
@@ -74,51 +57,52 @@ impl Ops {
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             None
         } else {
-            Some(text(StatusCode::UNAUTHORIZED, PLAIN, b"unauthorized\n".to_vec()))
+            Some(Answer::plain(StatusCode::UNAUTHORIZED, "unauthorized"))
         }
     }
 
     /// `POST /purge?tenant=ID&url=PATH` removes every format variant of one image URL
     /// (the path as clients request it, signature included or not);
     /// `POST /purge?tenant=ID&all=1` hides every cached entry of the tenant.
-    async fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
+    async fn purge(&self, session: &ServerSession) -> Answer {
         if let Some(refusal) = self.refuse(session) {
             return refusal;
         }
         if session.req_header().method != Method::POST {
-            return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, b"use POST\n".to_vec());
+            return Answer::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
         let q = query(session.req_header().uri.query());
         let Some(tenant) = q.get("tenant").and_then(|id| self.tenants.get(id)) else {
-            return text(StatusCode::NOT_FOUND, PLAIN, b"unknown tenant\n".to_vec());
+            return Answer::plain(StatusCode::NOT_FOUND, "unknown tenant");
         };
         if q.get("all").is_some_and(|v| v == "1" || v == "true") {
             return match self.cache.generations.bump(&tenant.id) {
                 Ok(g) => {
                     tracing::info!(tenant = %tenant.id, generation = g, "purged all cache entries of tenant");
-                    json(StatusCode::OK, serde_json::json!({"tenant": tenant.id, "generation": g}))
+                    Answer::json(StatusCode::OK, &serde_json::json!({"tenant": tenant.id, "generation": g}))
                 }
-                Err(e) => {
-                    text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("cannot persist purge: {e}\n").into_bytes())
-                }
+                Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot persist purge: {e}")),
             };
         }
         let Some(url) = q.get("url") else {
-            return text(StatusCode::BAD_REQUEST, PLAIN, b"give url=PATH or all=1\n".to_vec());
+            return Answer::plain(StatusCode::BAD_REQUEST, "give url=PATH or all=1");
         };
         // accept a full URL or a path; the first segment is the signature, which a purge
         // does not need to check (the caller is authenticated)
         let path = url.find("://").map_or(url.as_str(), |i| url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]));
         let Some((_sig, rest)) = signature::split_signed_path(path) else {
-            return text(StatusCode::BAD_REQUEST, PLAIN, b"url must be /{signature}/{options}/{source}\n".to_vec());
+            return Answer::plain(StatusCode::BAD_REQUEST, "url must be /{signature}/{options}/{source}");
         };
         match options::parse(rest, &tenant.parse_context()) {
             Ok(parsed) => {
                 let canonical = parsed.request.canonical();
                 let purged = self.cache.purge_request(&tenant.id, &canonical).await;
-                json(StatusCode::OK, serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged}))
+                Answer::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged}),
+                )
             }
-            Err(e) => text(StatusCode::BAD_REQUEST, PLAIN, format!("{e}\n").into_bytes()),
+            Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
         }
     }
 }
@@ -126,18 +110,24 @@ impl Ops {
 #[async_trait]
 impl ServeHttp for Ops {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        self.answer(session).await.into_response()
+    }
+}
+
+impl Ops {
+    async fn answer(&self, session: &ServerSession) -> Answer {
         match session.req_header().uri.path() {
-            "/health" | "/livez" => text(StatusCode::OK, PLAIN, b"OK\n".to_vec()),
+            "/health" | "/livez" => Answer::plain(StatusCode::OK, "OK"),
             "/readyz" => match tokio::net::UnixStream::connect(&self.render_socket).await {
-                Ok(_) => text(StatusCode::OK, PLAIN, b"OK\n".to_vec()),
-                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("render not ready: {e}\n").into_bytes()),
+                Ok(_) => Answer::plain(StatusCode::OK, "OK"),
+                Err(e) => Answer::plain(StatusCode::SERVICE_UNAVAILABLE, &format!("render not ready: {e}")),
             },
             "/metrics" => {
                 self.cache.storage.publish_metrics();
-                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::gather())
+                Answer::text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::gather())
             }
             "/purge" => self.purge(session).await,
-            _ => text(StatusCode::NOT_FOUND, PLAIN, b"not found\n".to_vec()),
+            _ => Answer::plain(StatusCode::NOT_FOUND, "not found"),
         }
     }
 }

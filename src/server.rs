@@ -15,8 +15,7 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
-use crate::edge::{Edge, EdgeCore, Tenants};
-use crate::hits::EdgeApp;
+use crate::edge::{Edge, EdgeApp, EdgeCore, Tenants};
 use crate::ops::Ops;
 use crate::render::Render;
 use crate::usage;
@@ -37,7 +36,7 @@ impl BackgroundService for CacheLifecycle {
 }
 
 /// Per-connection write buffer of the edge. Writes at least this large bypass it: the hit
-/// path (`hits.rs`) sends header and body in one `writev` from the cache's memory, so the
+/// path (`edge::conn`) sends header and body in one `writev` from the cache's memory, so the
 /// buffer only gathers small answers (304, HEAD, errors). A buffer that held whole images
 /// (64 KiB) cost a copy of every hit, and at 64 connections more memory than the L2 cache.
 const EDGE_WRITE_BUFFER: usize = 4 * 1024;
@@ -53,7 +52,7 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
         conf.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     }
     // One runtime per thread, each connection's events and task on one thread (see
-    // `hits::adopt`): no cross-thread wake-ups per request. Renders run on the blocking pool,
+    // `edge::threads::adopt`): no cross-thread wake-ups per request. Renders run on the blocking pool,
     // so no runtime thread is held by a transform.
     if !set("work_stealing") {
         conf.work_stealing = false;
@@ -61,10 +60,24 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
     conf.validate().map_err(|e| format!("{}: pingora: {e}", config.file.display()))
 }
 
+/// Raises the soft limit on open descriptors to the hard one: every connection, cache file
+/// and large cached body (`cache::body_file`) takes one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open file limit");
+        }
+    }
+}
+
 /// Builds every service and runs until shutdown, then writes the last usage batch.
 /// Never returns on success.
 pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     let conf = server_conf(&config)?;
+    raise_fd_limit();
     let opt = Opt { upgrade, daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

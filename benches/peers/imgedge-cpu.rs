@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use imgedge::options::{Format, Options, ResizingType};
-use imgedge::transform::{self, Settings};
+use imgedge_core::options::{Format, Options, ResizingType};
+use imgedge_core::transform::{self, Settings};
 
 fn cpu_ns() -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use once_cell::sync::{Lazy, OnceCell};
 use serde::Serialize;
 
+use crate::cache::Outcome;
 use crate::config::{Config, Tenant};
 use crate::metrics;
 use crate::options::ImageRequest;
@@ -152,12 +153,13 @@ pub fn start(config: &Config) -> Result<Arc<Flusher>, String> {
     Ok(Arc::new(Flusher::new(recorder, u.clone())))
 }
 
-/// Maps the edge's cache label (see `edge::cache_label`) to a billing outcome.
-fn cache_outcome(label: &str) -> CacheOutcome {
-    match label {
-        "hit" | "stale" | "revalidated" => CacheOutcome::Hit,
-        "miss" => CacheOutcome::Miss,
-        _ => CacheOutcome::None,
+impl From<Outcome> for CacheOutcome {
+    fn from(o: Outcome) -> CacheOutcome {
+        match o {
+            Outcome::Hit | Outcome::Stale | Outcome::Revalidated => CacheOutcome::Hit,
+            Outcome::Miss => CacheOutcome::Miss,
+            Outcome::Bypass | Outcome::None => CacheOutcome::None,
+        }
     }
 }
 
@@ -165,16 +167,16 @@ fn cache_outcome(label: &str) -> CacheOutcome {
 /// canonical request without a negotiated format; empty when the edge rejected the
 /// request before parsing it, or when nothing was transformed (a `raw`/`skp`
 /// passthrough). Called from the edge's `logging` hook.
-pub fn edge_request(tenant: &Tenant, status: u16, cache_label: &str, bytes_out: u64, canonical: &str) {
+pub fn edge_request(tenant: &Tenant, status: u16, cache: Outcome, bytes_out: u64, canonical: &str) {
     if tenant.billing.per_tenant_metrics {
-        metrics::tenant_request(&tenant.id, status, cache_label, bytes_out);
+        metrics::tenant_request(&tenant.id, status, cache, bytes_out);
     }
     let Some(r) = RECORDER.get() else { return };
     let mut req = Request {
         tenant: &tenant.id,
         operation: Operation::Transform,
         status,
-        cache: cache_outcome(cache_label),
+        cache: cache.into(),
         bytes_out,
         billing_key: None,
     };

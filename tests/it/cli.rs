@@ -22,6 +22,27 @@ fn check_config_accepts_the_demo_and_reports_every_problem() {
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("tenants[0].quality (tenant \"t1\")"), "{err}");
     assert!(err.contains("tenants[0].presets.thumb (tenant \"t1\")"), "{err}");
+
+    // schema problems (unknown keys, wrong types, a tenant without hosts) all at once,
+    // each with its original path
+    let second = local_tenant().replace("id: t1", "id: t2").replace("hosts: [img.test]", "colour: red");
+    let bad = config_text(dir.path(), 1, 2, &format!("{}{second}", local_tenant()))
+        .replace("id: t1", "id: t1\n    quality: high\n    sizes: 3")
+        .replace("  memory: 64MiB", "  memory: lots");
+    std::fs::write(&file, bad).unwrap();
+    let out = Command::new(bin()).args(["check-config", "-c"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "5 problems",
+        "cache.memory",
+        "tenants[0].quality (tenant \"t1\"): invalid type",
+        "tenants[0].sizes (tenant \"t1\"): unknown field `sizes`",
+        "tenants[1].colour (tenant \"t2\"): unknown field `colour`",
+        "tenants[1] (tenant \"t2\"): missing field `hosts`",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
 }
 
 #[tokio::test]

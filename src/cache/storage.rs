@@ -1,61 +1,31 @@
-//! The edge cache: a `pingora_cache::Storage` over foyer's hybrid cache (memory tier +
-//! block-based disk tier that survives restarts), the cache lock, the cache key and the
-//! per-tenant cache generations that make "purge a whole tenant" O(1).
-//!
-//! Entries are whole, complete responses (render never streams), so storage is buffered
-//! and seekable. Storage failures degrade to a miss, never to a failed request.
-//!
-//! In front of all that sits [`Front`]: fresh hits as ready-to-send responses, so the edge
-//! answers a repeated hit without pingora-cache's lookup machinery (header decompression,
-//! meta decoding, the hit state machine).
+//! The storage tiers behind pingora-cache: foyer's hybrid cache (memory + block-based
+//! disk) as a `pingora_cache::Storage`, whole objects only, opened lazily after any fork.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, RecoverMode,
 };
-use pingora_cache::key::{CacheHashKey, CacheKey};
-use pingora_cache::lock::CacheKeyLockImpl;
+use pingora_cache::key::CacheKey;
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
 };
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheMeta, PurgeType, Storage};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
-use tinyufo::TinyUfo;
 use tokio::sync::OnceCell;
 
-use crate::body_file::BodyFile;
+use super::front::{Front, FrontEntry, FRONT_SHARE};
+use super::hash_of;
 use crate::config;
 use crate::metrics;
-
-/// Builds the cache key: tenant ‖ generation ‖ canonical request ‖ output format,
-/// length-prefixed so no two different tuples frame to the same bytes. The tenant id is
-/// also the user tag.
-pub fn key(tenant: &str, generation: u64, canonical: &str, format: &str) -> CacheKey {
-    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 20);
-    primary.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
-    primary.extend_from_slice(tenant.as_bytes());
-    primary.extend_from_slice(&generation.to_be_bytes());
-    for part in [canonical, format] {
-        primary.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        primary.extend_from_slice(part.as_bytes());
-    }
-    CacheKey::new(primary, tenant)
-}
-
-/// Every output-format component a key can have, for purging all variants of a URL.
-pub const FORMAT_VARIANTS: &[&str] = &["src", "jpeg", "png", "webp", "gif", "avif"];
 
 /// A stored response: pingora's two meta blobs and the body.
 #[derive(Clone, Debug)]
@@ -289,15 +259,6 @@ impl HybridStorage {
     }
 }
 
-/// The hash that identifies `key` in storage.
-pub fn key_hash(key: &CacheKey) -> u128 {
-    hash_of(key)
-}
-
-fn hash_of(key: &impl CacheHashKey) -> u128 {
-    u128::from_be_bytes(key.combined_bin())
-}
-
 #[async_trait]
 impl Storage for HybridStorage {
     async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
@@ -371,166 +332,6 @@ impl Storage for HybridStorage {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
-    }
-}
-
-/// Share of the memory budget the front may hold. Its bodies are the memory tier's own
-/// `Bytes` (shared, not copied) until foyer evicts them; the file copies of large bodies
-/// (see `body_file`) are its own, and weigh in its share.
-const FRONT_SHARE: usize = 4;
-
-/// A fresh hit as pingora-cache would send it: the stored response header and the body.
-pub struct FrontEntry {
-    /// The full key hash: TinyUFO keeps only a 64-bit hash of its keys.
-    hash: u128,
-    header: ResponseHeader,
-    /// Status line and headers as a hit sends them, less the per-answer ones (`Age`,
-    /// `Date`, `Connection`, `X-Cache`, `Vary`): serialized once, when the entry is filled.
-    head: Bytes,
-    body: Bytes,
-    /// The body again, as a file to `sendfile` from, if it is large enough to gain.
-    file: Option<BodyFile>,
-    /// What `Age` counts from (pingora's `CacheMeta::epoch`).
-    epoch: SystemTime,
-    fresh_until: SystemTime,
-}
-
-impl FrontEntry {
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-
-    pub fn file(&self) -> Option<&BodyFile> {
-        self.file.as_ref()
-    }
-
-    /// The header pingora-cache sends on a hit: the stored one as HTTP/1.1 with `Age`.
-    pub fn header(&self, now: SystemTime) -> Result<Box<ResponseHeader>> {
-        let mut h = Box::new(self.header.clone());
-        h.set_version(http::Version::HTTP_11);
-        h.insert_header(http::header::AGE, self.age(now))?;
-        Ok(h)
-    }
-
-    pub fn stored_header(&self) -> &ResponseHeader {
-        &self.header
-    }
-
-    pub fn status(&self) -> u16 {
-        self.header.status.as_u16()
-    }
-
-    pub fn etag(&self) -> Option<&[u8]> {
-        self.header.headers.get(http::header::ETAG).map(|v| v.as_bytes())
-    }
-
-    /// See the field: ends with a header line's CRLF, not the blank line.
-    pub fn head(&self) -> &[u8] {
-        &self.head
-    }
-
-    /// Seconds since the object was stored, as pingora's `Age`.
-    pub fn age(&self, now: SystemTime) -> u64 {
-        now.duration_since(self.epoch).map_or(0, |d| d.as_secs())
-    }
-}
-
-/// Headers a hit answer sets itself: never copied from the stored response.
-const PER_ANSWER: [http::HeaderName; 6] = [
-    http::header::AGE,
-    http::header::DATE,
-    http::header::CONNECTION,
-    http::header::HeaderName::from_static("keep-alive"),
-    http::header::HeaderName::from_static("x-cache"),
-    http::header::VARY,
-];
-
-/// Writes `h`'s status line and headers (each line with its CRLF, no blank line after),
-/// leaving out [`PER_ANSWER`] headers.
-pub fn write_head(h: &ResponseHeader, buf: &mut BytesMut) {
-    let mut h = h.clone();
-    for name in &PER_ANSWER {
-        h.remove_header(name);
-    }
-    buf.put_slice(b"HTTP/1.1 ");
-    buf.put_slice(h.status.as_str().as_bytes());
-    buf.put_u8(b' ');
-    if let Some(reason) = h.get_reason_phrase() {
-        buf.put_slice(reason.as_bytes());
-    }
-    buf.put_slice(b"\r\n");
-    h.header_to_h1_wire(buf);
-}
-
-/// Fresh hits, ready to send, keyed by cache-key hash. Filled by storage lookups (so only
-/// what pingora-cache has served as a hit before), emptied by writes and purges of the same
-/// key; a tenant purge changes every key of the tenant. Entries past their freshness are
-/// never served from here: stale handling stays pingora's.
-pub struct Front {
-    map: TinyUfo<u128, Arc<FrontEntry>>,
-    /// Bumped by every removal, so a lookup that read an object before a purge removed it
-    /// cannot put it back afterwards.
-    removals: AtomicU64,
-}
-
-impl Front {
-    /// `None` when `bytes` is too small to hold anything.
-    fn new(bytes: usize) -> Option<Self> {
-        let limit_kib = bytes / 1024;
-        if limit_kib < 64 {
-            return None;
-        }
-        // estimated item count for TinyLFU's sketch: thumbnails of ~16 KiB
-        let items = (limit_kib / 16).clamp(1024, 1 << 20);
-        Some(Front { map: TinyUfo::new(limit_kib, items), removals: AtomicU64::new(0) })
-    }
-
-    fn get(&self, hash: u128, now: SystemTime) -> Option<Arc<FrontEntry>> {
-        let e = self.map.get(&hash)?;
-        (e.hash == hash && e.fresh_until >= now).then_some(e)
-    }
-
-    fn removals(&self) -> u64 {
-        self.removals.load(Ordering::SeqCst)
-    }
-
-    /// Keeps a fresh hit. `removals_before` is [`Front::removals`] read before the storage
-    /// read that produced `meta` and `body`.
-    fn put(&self, hash: u128, meta: &CacheMeta, body: &Bytes, removals_before: u64) {
-        let header = meta.response_header();
-        // without Content-Length pingora frames the hit itself (chunked): leave it to pingora
-        if !meta.is_fresh(SystemTime::now()) || !header.headers.contains_key(http::header::CONTENT_LENGTH) {
-            return;
-        }
-        // weight in KiB (TinyUFO weights are u16), header and file copy included
-        let file = BodyFile::new(body);
-        let copies = if file.is_some() { 2 } else { 1 };
-        let Ok(weight) = u16::try_from(copies * body.len() / 1024 + 1) else { return };
-        let mut head = BytesMut::with_capacity(512);
-        write_head(header, &mut head);
-        if header.status == http::StatusCode::OK {
-            // what pingora's range filter adds to a 200 hit asked without Range
-            head.put_slice(b"Accept-Ranges: bytes\r\n");
-        }
-        let entry = FrontEntry {
-            hash,
-            header: header.clone(),
-            head: head.freeze(),
-            body: body.clone(),
-            file,
-            epoch: meta.epoch(),
-            fresh_until: meta.fresh_until(),
-        };
-        self.map.put(hash, Arc::new(entry), weight);
-        if self.removals() != removals_before {
-            // a removal ran since the storage read: what was read may be what it removed
-            self.map.remove(&hash);
-        }
-    }
-
-    fn remove(&self, hash: u128) {
-        self.removals.fetch_add(1, Ordering::SeqCst);
-        self.map.remove(&hash);
     }
 }
 
@@ -647,92 +448,16 @@ impl HandleMiss for Miss {
     }
 }
 
-/// Per-tenant cache generations: bumping one makes every key of that tenant new, which
-/// purges the tenant without scanning. Persisted next to the disk tier so a purge
-/// survives restarts along with the entries it hid.
-pub struct Generations {
-    file: Option<PathBuf>,
-    map: RwLock<HashMap<String, u64>>,
-}
-
-impl Generations {
-    pub fn load(file: Option<PathBuf>) -> Self {
-        let map = file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice::<HashMap<String, u64>>(&b).ok())
-            .unwrap_or_default();
-        Generations { file, map: RwLock::new(map) }
-    }
-
-    pub fn get(&self, tenant: &str) -> u64 {
-        self.map.read().map(|m| m.get(tenant).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
-    /// Starts a new generation for `tenant`; returns it.
-    pub fn bump(&self, tenant: &str) -> std::io::Result<u64> {
-        let (next, snapshot) = {
-            let mut m = self.map.write().map_err(|_| std::io::Error::other("generations lock poisoned"))?;
-            let next = m.get(tenant).copied().unwrap_or(0) + 1;
-            m.insert(tenant.to_owned(), next);
-            (next, m.clone())
-        };
-        if let Some(file) = &self.file {
-            // write-then-rename: a crash leaves the old or the new file, never half of one
-            let tmp = file.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&snapshot)?)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, file)?;
-        }
-        Ok(next)
-    }
-}
-
-/// Process-wide cache state: pingora wants `&'static` storage and lock.
-pub struct EdgeCache {
-    pub storage: &'static HybridStorage,
-    pub lock: &'static CacheKeyLockImpl,
-    pub max_object: usize,
-    pub generations: Generations,
-}
-
-impl EdgeCache {
-    pub fn new(settings: &config::Cache) -> Self {
-        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings.clone())));
-        let lock: &'static CacheKeyLockImpl =
-            Box::leak(pingora_cache::lock::CacheLock::new_boxed(settings.lock_timeout) as Box<CacheKeyLockImpl>);
-        let generations = Generations::load(settings.disk.as_ref().map(|d| d.path.join("generations.json")));
-        EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations }
-    }
-
-    pub fn key(&self, tenant: &str, canonical: &str, format: &str) -> CacheKey {
-        key(tenant, self.generations.get(tenant), canonical, format)
-    }
-
-    /// Removes every format variant of one request; returns how many existed.
-    pub async fn purge_request(&self, tenant: &str, canonical: &str) -> usize {
-        let mut n = 0;
-        for f in FORMAT_VARIANTS {
-            if self.storage.remove(hash_of(&self.key(tenant, canonical, f))).await {
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
+    use std::time::SystemTime;
+
     use foyer::Code;
 
-    #[test]
-    fn key_frames_components() {
-        assert_ne!(key("ab", 0, "c", "d").combined_bin(), key("a", 0, "bc", "d").combined_bin());
-        assert_ne!(key("t", 0, "/plain/x:y", "src").combined_bin(), key("t", 1, "/plain/x:y", "src").combined_bin());
-        assert_eq!(key("t", 3, "/plain/x:y", "-").combined_bin(), key("t", 3, "/plain/x:y", "-").combined_bin());
-    }
+    use super::*;
+    use crate::cache::front::tests::meta;
+    use crate::cache::key;
 
     #[test]
     fn object_round_trips_and_rejects_corrupt_lengths() {
@@ -747,62 +472,6 @@ mod tests {
         assert_eq!((back.meta0, back.meta1, back.body), (o.meta0, o.meta1, o.body));
         let corrupt = [0xffu8; 16];
         assert!(Object::decode(&mut corrupt.as_slice()).is_err());
-    }
-
-    fn meta(fresh_for: i64, content_length: bool) -> CacheMeta {
-        let now = SystemTime::now();
-        let fresh_until = if fresh_for >= 0 {
-            now + std::time::Duration::from_secs(fresh_for as u64)
-        } else {
-            now - std::time::Duration::from_secs(fresh_for.unsigned_abs())
-        };
-        let mut h = ResponseHeader::build(200, None).unwrap();
-        h.insert_header("etag", "\"abc\"").unwrap();
-        if content_length {
-            h.insert_header("content-length", "4").unwrap();
-        }
-        CacheMeta::new(fresh_until, now - std::time::Duration::from_secs(7), 0, 0, h)
-    }
-
-    #[test]
-    fn front_serves_fresh_hits_with_age() {
-        let f = Front::new(1 << 20).unwrap();
-        let body = Bytes::from_static(b"body");
-        f.put(1, &meta(60, true), &body, f.removals());
-        let e = f.get(1, SystemTime::now()).unwrap();
-        assert_eq!(e.body(), &body);
-        let h = e.header(SystemTime::now()).unwrap();
-        assert_eq!(h.version, http::Version::HTTP_11);
-        assert_eq!(h.headers["age"], "7");
-        assert_eq!(h.headers["etag"], "\"abc\"");
-        assert!(f.get(2, SystemTime::now()).is_none(), "other keys miss");
-        // past its freshness it is left to pingora (stale handling)
-        assert!(f.get(1, SystemTime::now() + std::time::Duration::from_secs(61)).is_none());
-    }
-
-    #[test]
-    fn front_skips_stale_and_unframed_entries() {
-        let f = Front::new(1 << 20).unwrap();
-        let body = Bytes::from_static(b"body");
-        f.put(1, &meta(-1, true), &body, f.removals());
-        f.put(2, &meta(60, false), &body, f.removals());
-        assert!(f.get(1, SystemTime::now()).is_none());
-        assert!(f.get(2, SystemTime::now()).is_none());
-        assert!(Front::new(1024).is_none(), "too small to bother");
-    }
-
-    #[test]
-    fn front_removal_wins_over_a_racing_fill() {
-        let f = Front::new(1 << 20).unwrap();
-        let body = Bytes::from_static(b"body");
-        f.put(1, &meta(60, true), &body, f.removals());
-        f.remove(1);
-        assert!(f.get(1, SystemTime::now()).is_none());
-        // a lookup that read the object before a purge ran must not put it back
-        let before = f.removals();
-        f.remove(3);
-        f.put(1, &meta(60, true), &body, before);
-        assert!(f.get(1, SystemTime::now()).is_none());
     }
 
     #[tokio::test]
@@ -829,16 +498,5 @@ mod tests {
         storage.lookup(&k, &trace).await.unwrap();
         assert!(storage.remove(hash_of(&k)).await);
         assert!(storage.front_get(&k, SystemTime::now()).is_none(), "a purge drops it");
-    }
-
-    #[test]
-    fn generations_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("g.json");
-        let g = Generations::load(Some(file.clone()));
-        assert_eq!(g.get("a"), 0);
-        assert_eq!(g.bump("a").unwrap(), 1);
-        assert_eq!(g.bump("a").unwrap(), 2);
-        assert_eq!(Generations::load(Some(file)).get("a"), 2);
     }
 }

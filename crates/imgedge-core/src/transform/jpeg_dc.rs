@@ -968,8 +968,8 @@ mod tests {
     use super::*;
     use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
 
-    const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/");
-    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+    const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/");
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/");
 
     /// turbojpeg at 1/8, exactly as `decode_turbo` sets it up.
     fn turbo(input: &[u8]) -> Option<(usize, usize, usize, Vec<u8>)> {

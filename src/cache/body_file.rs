@@ -94,18 +94,10 @@ impl Drop for BodyFile {
     }
 }
 
-/// A quarter of the descriptor limit, after raising the soft limit to the hard one (as
-/// nginx's `worker_rlimit_nofile` would): a cache of 60 KB bodies needs thousands.
+/// A quarter of the descriptor limit (which `server::run` raises to the hard limit at
+/// start, as nginx's `worker_rlimit_nofile` would): a cache of 60 KB bodies needs thousands.
 fn max_open() -> usize {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            limit = getrlimit(Resource::Nofile);
-        }
-    }
-    let soft = limit.current.unwrap_or(1 << 20);
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 20);
     usize::try_from(soft / 4).unwrap_or(usize::MAX).min(1 << 18)
 }
 

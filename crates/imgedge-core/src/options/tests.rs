@@ -16,8 +16,8 @@ use proptest::prelude::*;
 use super::parse::round_float;
 use super::*;
 
-const OK_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/urls/ok.txt");
-const ERR_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/urls/err.txt");
+const OK_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/urls/ok.txt");
+const ERR_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/urls/err.txt");
 
 fn origins() -> Vec<OriginRef> {
     let o = |name: &str, prefix: Option<&str>| OriginRef { name: name.into(), url_prefix: prefix.map(Into::into) };

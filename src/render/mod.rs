@@ -5,7 +5,9 @@
 //!
 //! The request line is `GET /render` with the tenant and the canonical request in
 //! internal headers; the socket is private to the process owner, and the edge sets those
-//! headers itself, so render trusts them.
+//! headers itself, so render trusts them. [`origins`] fetches originals.
+
+pub mod origins;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,19 +21,14 @@ use pingora::protocols::http::ServerSession;
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
+use crate::answer::{Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
 use crate::options::{self, Format, ImageRequest, Options};
-use crate::origin::{Fetched, Origins};
 use crate::transform::{self, TransformError};
 use crate::usage;
-
-pub const TENANT_HEADER: &str = "x-imgedge-tenant";
-pub const REQUEST_HEADER: &str = "x-imgedge-request";
-/// Set on an answer that is the source unchanged (`raw`, `skp`); cached with it, and
-/// removed by the edge, which then does not count the request as a transform.
-pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
+use origins::{Fetched, Origins};
 
 /// What render answers with: a transform's result or the source as is.
 struct Output {
@@ -192,28 +189,6 @@ fn cache_control(t: &Tenant) -> String {
     cc
 }
 
-/// Plain-text error response; only 404 may be cached, briefly.
-pub fn error_response(e: &Error, not_found_ttl: Option<u64>) -> Response<Vec<u8>> {
-    let status = e.status();
-    let cache_control = match (status, not_found_ttl) {
-        (404, Some(ttl)) if ttl > 0 => format!("public, max-age={ttl}"),
-        _ => "no-store".to_owned(),
-    };
-    let body = format!("{}\n", e.public_message()).into_bytes();
-    let mut builder = Response::builder();
-    if let Some(secs) = e.retry_after() {
-        builder = builder.header("retry-after", secs);
-    }
-    builder
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "text/plain; charset=utf-8")
-        .header("content-length", body.len())
-        .header("cache-control", cache_control)
-        .header("x-content-type-options", "nosniff")
-        .body(body)
-        .unwrap_or_default()
-}
-
 #[async_trait]
 impl ServeHttp for Render {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -222,7 +197,7 @@ impl ServeHttp for Render {
             |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (Some(tenant_id), Some(canonical)) = (header(TENANT_HEADER), header(REQUEST_HEADER)) else {
             metrics::render("bad_request");
-            return error_response(&Error::Internal("missing render headers".into()), None);
+            return Answer::error(&Error::Internal("missing render headers".into()), None).into_response();
         };
         match self.render(&tenant_id, &canonical).await {
             Ok((out, etag, tenant)) => {
@@ -251,7 +226,7 @@ impl ServeHttp for Render {
                     tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
                 }
                 let ttl = self.tenants.get(&tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
-                error_response(&e, ttl)
+                Answer::error(&e, ttl).into_response()
             }
         }
     }

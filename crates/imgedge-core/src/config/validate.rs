@@ -23,20 +23,14 @@ const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(86_400);
 /// Frames of one animation: the pixel limit bounds memory, this bounds encode time.
 const MAX_FRAMES: u32 = 1000;
 
-/// Deserialises, naming the YAML path (and tenant, when inside one) of the first error.
-pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let tenant = tenant_of_path(text, &path);
-        let mut message = e.into_inner().to_string();
-        // serde_yaml appends " at line N column M" — keep it, it helps; strip the path
-        // serde repeats for nested errors
-        if let Some(idx) = message.find(": ").filter(|_| message.starts_with(&path) && !path.is_empty()) {
-            message = message[idx + 2..].to_owned();
-        }
-        Problem { path: if path == "." { String::new() } else { path }, tenant, message }
-    })
+/// Deserialises, naming the YAML path (and tenant, when inside one) of every schema
+/// problem. `Ok` holds the document without the parts that had problems, if any, and those
+/// problems; the caller reports them with the semantic ones.
+pub(super) fn parse(text: &str) -> (Option<RawConfig>, Vec<Problem>, Vec<String>) {
+    let parsed = super::schema::parse::<RawConfig>(text);
+    let problems =
+        parsed.problems.into_iter().map(|p| Problem { tenant: tenant_of_path(text, &p.path), ..p }).collect();
+    (parsed.raw, problems, parsed.removed)
 }
 
 /// Finds the tenant id for a path like `tenants[2].keys[0]` by a loose re-read.

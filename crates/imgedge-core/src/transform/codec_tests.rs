@@ -14,7 +14,7 @@ use super::super::TransformError;
 use crate::options::{Format, JpegOptions, Options};
 
 fn data(name: &str) -> Vec<u8> {
-    let p = format!("{}/tests/data/images/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!("{}/../../tests/data/images/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 

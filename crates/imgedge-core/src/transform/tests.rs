@@ -9,7 +9,7 @@ use crate::options::{Gravity, GravityType, ResizingType};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/", $name)).as_slice()
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/images/", $name)).as_slice()
     };
 }
 // Shared with the pipeline's own tests, together with the fixtures and helpers below.

@@ -27,9 +27,12 @@ use pingora_proxy::HttpProxy;
 use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 
-use crate::body_file::BodyFile;
+use super::admission::{expired, RequestParts};
+use super::threads::{self, adopt};
+use super::{caches, memo, Ctx, Edge, EdgeCore};
+use crate::answer;
+use crate::cache::body_file::BodyFile;
 use crate::cache::{self, key_hash, FrontEntry};
-use crate::edge::{caches, expired, Ctx, Edge, EdgeCore, RequestParts};
 
 /// Request heads longer than this (or with more headers than [`MAX_HEADERS`]) go to
 /// pingora, which has its own limits and error answers.
@@ -50,7 +53,7 @@ impl EdgeApp {
 }
 
 /// What the hit path did with one request.
-enum Outcome {
+enum Handled {
     /// Answered; the connection may carry the next request.
     Served,
     /// Answered, but writing failed: drop the connection.
@@ -106,12 +109,12 @@ impl EdgeApp {
                     Ok(httparse::Status::Complete(n)) => Some((self.serve(&req, &mut tcp).await, n)),
                     Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
                     // too long or malformed: pingora answers that
-                    _ => Some((Outcome::Pass, 0)),
+                    _ => Some((Handled::Pass, 0)),
                 }
             };
             match outcome {
                 // pipelined requests stay in order: the rest of `buf` is parsed next
-                Some((Outcome::Served, n)) => {
+                Some((Handled::Served, n)) => {
                     buf.advance(n);
                     if *shutdown.borrow() {
                         return None;
@@ -120,8 +123,8 @@ impl EdgeApp {
                         continue;
                     }
                 }
-                Some((Outcome::Broken, _)) => return None,
-                Some((Outcome::Pass, _)) => break,
+                Some((Handled::Broken, _)) => return None,
+                Some((Handled::Pass, _)) => break,
                 None => {}
             }
             let read = tokio::select! {
@@ -139,19 +142,19 @@ impl EdgeApp {
 
     /// Answers the parsed head `req` if it is a fresh front-cache hit this path can serve
     /// exactly as pingora would.
-    async fn serve(&self, req: &httparse::Request<'_, '_>, stream: &mut tokio::net::TcpStream) -> Outcome {
+    async fn serve(&self, req: &httparse::Request<'_, '_>, stream: &mut tokio::net::TcpStream) -> Handled {
         if req.version != Some(1) {
-            return Outcome::Pass;
+            return Handled::Pass;
         }
-        let (Some(method), Some(target)) = (req.method, req.path) else { return Outcome::Pass };
+        let (Some(method), Some(target)) = (req.method, req.path) else { return Handled::Pass };
         let is_head = match method {
             "GET" => false,
             "HEAD" => true,
-            _ => return Outcome::Pass,
+            _ => return Handled::Pass,
         };
         // origin-form with visible ASCII only, as `http::Uri` would accept it
         if !target.starts_with('/') || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Outcome::Pass;
+            return Handled::Pass;
         }
         let path = target.split_once('?').map_or(target, |(p, _)| p);
         let (mut host, mut accept) = (None, None);
@@ -161,7 +164,7 @@ impl EdgeApp {
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
                 if host.is_some() {
-                    return Outcome::Pass;
+                    return Handled::Pass;
                 }
                 host = Some(std::str::from_utf8(h.value).ok());
             } else if name.eq_ignore_ascii_case("accept") {
@@ -169,33 +172,33 @@ impl EdgeApp {
             } else if name.eq_ignore_ascii_case("if-none-match") {
                 match inm.get_mut(n_inm) {
                     Some(slot) => *slot = Some(h.value),
-                    None => return Outcome::Pass,
+                    None => return Handled::Pass,
                 }
                 n_inm += 1;
             } else if name.eq_ignore_ascii_case("connection") {
                 if !h.value.eq_ignore_ascii_case(b"keep-alive") {
-                    return Outcome::Pass;
+                    return Handled::Pass;
                 }
             } else if name.eq_ignore_ascii_case("content-length") {
                 if h.value != b"0" {
-                    return Outcome::Pass;
+                    return Handled::Pass;
                 }
             } else if ["range", "if-range", "if-modified-since", "transfer-encoding", "upgrade", "expect"]
                 .iter()
                 .any(|n| name.eq_ignore_ascii_case(n))
             {
-                return Outcome::Pass;
+                return Handled::Pass;
             }
         }
-        let Some(Some(host)) = host else { return Outcome::Pass };
+        let Some(Some(host)) = host else { return Handled::Pass };
 
         let now = SystemTime::now();
-        let Some((ctx, key)) = self.admitted(host, path, accept, now) else { return Outcome::Pass };
-        let Some(tenant) = ctx.tenant.clone() else { return Outcome::Pass };
-        let Some(entry) = self.core.cache.storage.front_get_hashed(key, now) else { return Outcome::Pass };
+        let Some((ctx, key)) = self.admitted(host, path, accept, now) else { return Handled::Pass };
+        let Some(tenant) = ctx.tenant.clone() else { return Handled::Pass };
+        let Some(entry) = self.core.cache.storage.front_get_hashed(key, now) else { return Handled::Pass };
         // counted only now, as pingora's path counts it once; over the limit, pingora rejects
         if self.core.over_rate(&tenant) {
-            return Outcome::Pass;
+            return Handled::Pass;
         }
 
         let not_modified = entry.status() == 200
@@ -208,12 +211,8 @@ impl EdgeApp {
             out.put_slice(entry.head());
             entry.status()
         };
-        out.put_slice(b"Age: ");
-        out.put_slice(entry.age(now).to_string().as_bytes());
-        out.put_slice(b"\r\nx-cache: HIT\r\n");
-        if ctx.vary_accept {
-            out.put_slice(b"vary: Accept\r\n");
-        }
+        answer::write_tail(&mut out, entry.age(now), ctx.vary_accept);
+        // what pingora's session adds to every answer it writes
         out.put_slice(b"Date: ");
         out.put_slice(get_cached_date().as_bytes());
         out.put_slice(b"\r\nConnection: keep-alive\r\n\r\n");
@@ -224,11 +223,11 @@ impl EdgeApp {
         }
         .is_ok();
         let bytes = if header_only || !written { 0 } else { entry.body().len() };
-        ctx.count(code, "hit", bytes);
+        ctx.count(code, cache::Outcome::Hit, bytes);
         if written {
-            Outcome::Served
+            Handled::Served
         } else {
-            Outcome::Broken
+            Handled::Broken
         }
     }
 }
@@ -255,84 +254,6 @@ impl EdgeApp {
         let key = key_hash(&cache::key(&tenant.id, gen, &ctx.canonical, ctx.format));
         memo::put(host, path, accept, &ctx, gen, key);
         Some((ctx, key))
-    }
-}
-
-/// Admissions of recent request heads, per thread (a connection stays on its thread).
-///
-/// Admission — signature HMAC, parsing the options, the canonical request, the cache key
-/// hash — was 11 % of the CPU of a hit (`perf`, 12 KB hits at 64 connections), and a CDN
-/// asks for the same URL again and again. An entry is reused only for the exact same
-/// host, path and `Accept` bytes; the caller still checks expiry and the cache generation
-/// (a tenant purge), and counts the rate limit. Tenants, keys and limits only change with a
-/// restart. Only admitted requests are kept, at most [`memo::MAX_BYTES`] per thread.
-mod memo {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    use std::hash::{BuildHasher, RandomState};
-
-    use crate::edge::Ctx;
-
-    pub const MAX_BYTES: usize = 1 << 20;
-
-    struct Entry {
-        host: Box<str>,
-        path: Box<str>,
-        accept: Option<Box<[u8]>>,
-        ctx: Ctx,
-        generation: u64,
-        key: u128,
-    }
-
-    #[derive(Default)]
-    struct Memo {
-        hasher: RandomState,
-        map: HashMap<u64, Entry>,
-        bytes: usize,
-    }
-
-    thread_local! {
-        static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
-    }
-
-    fn size(host: &str, path: &str, accept: Option<&[u8]>) -> usize {
-        host.len() + path.len() + accept.map_or(0, <[u8]>::len) + 256
-    }
-
-    /// A context for this request from the admission of the same head, with the cache
-    /// generation and key hash it had.
-    pub fn get(host: &str, path: &str, accept: Option<&[u8]>) -> Option<(Ctx, u64, u128)> {
-        MEMO.with(|m| {
-            let m = m.borrow();
-            let e = m.map.get(&m.hasher.hash_one((host, path, accept)))?;
-            (&*e.host == host && &*e.path == path && e.accept.as_deref() == accept)
-                .then(|| (e.ctx.again(), e.generation, e.key))
-        })
-    }
-
-    pub fn put(host: &str, path: &str, accept: Option<&[u8]>, ctx: &Ctx, generation: u64, key: u128) {
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            let bytes = size(host, path, accept);
-            if m.bytes + bytes > MAX_BYTES {
-                // full: start over (cheaper than tracking recency on every hit)
-                m.map.clear();
-                m.bytes = 0;
-            }
-            let hash = m.hasher.hash_one((host, path, accept));
-            let entry = Entry {
-                host: host.into(),
-                path: path.into(),
-                accept: accept.map(Into::into),
-                ctx: ctx.clone(),
-                generation,
-                key,
-            };
-            if let Some(old) = m.map.insert(hash, entry) {
-                m.bytes -= size(&old.host, &old.path, old.accept.as_deref());
-            }
-            m.bytes += bytes;
-        })
     }
 }
 
@@ -383,105 +304,6 @@ async fn send_file(stream: &mut tokio::net::TcpStream, head: &[u8], file: &BodyF
     Ok(())
 }
 
-/// Where connections live: the edge's runtime threads and how many connections each
-/// serves. Pingora puts a new connection's task on a random thread; with a handful of
-/// long-lived keep-alive connections that is often lopsided (8 connections on 2 threads
-/// split 6:2 or worse 3 times in 10), and one thread's core saturates while the other's
-/// idles. Each connection goes to a thread with the fewest, as nginx's `least_conn` would.
-mod threads {
-    use std::cell::RefCell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use tokio::runtime::{Handle, RuntimeFlavor};
-
-    struct Thread {
-        handle: Handle,
-        load: Arc<AtomicUsize>,
-    }
-
-    /// Every runtime thread that has served a connection (they register on first use).
-    static THREADS: Mutex<Vec<Thread>> = Mutex::new(Vec::new());
-
-    thread_local! {
-        static HERE: RefCell<Option<Arc<AtomicUsize>>> = const { RefCell::new(None) };
-    }
-
-    /// This thread's connection count, registering the thread on first use. `None` on a
-    /// work-stealing runtime, where tasks move between threads by themselves.
-    fn here() -> Option<Arc<AtomicUsize>> {
-        HERE.with(|h| {
-            if let Some(load) = &*h.borrow() {
-                return Some(load.clone());
-            }
-            let handle = Handle::try_current().ok()?;
-            if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
-                return None;
-            }
-            let load = Arc::new(AtomicUsize::new(0));
-            THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(Thread { handle, load: load.clone() });
-            *h.borrow_mut() = Some(load.clone());
-            Some(load)
-        })
-    }
-
-    /// Picks the thread for a new connection: this one, or the one with the fewest
-    /// connections if it has fewer. The connection is counted there at once, so that
-    /// connections accepted in a burst spread out before any of them has started.
-    pub fn place() -> (Option<Handle>, Load) {
-        let Some(mine) = here() else { return (None, Load(None)) };
-        let threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
-        let least = threads.iter().min_by_key(|t| t.load.load(Ordering::Relaxed));
-        let (handle, load) = match least {
-            Some(t) if t.load.load(Ordering::Relaxed) < mine.load(Ordering::Relaxed) => {
-                (Some(t.handle.clone()), t.load.clone())
-            }
-            _ => (None, mine),
-        };
-        load.fetch_add(1, Ordering::Relaxed);
-        (handle, Load(Some(load)))
-    }
-
-    /// One connection counted on its thread while this lives.
-    pub struct Load(Option<Arc<AtomicUsize>>);
-
-    impl Drop for Load {
-        fn drop(&mut self) {
-            if let Some(l) = &self.0 {
-                l.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Moves the connection onto the reactor of the thread running this task.
-///
-/// Pingora's accept loop registers every accepted socket with the I/O driver of the one
-/// thread it runs on, then spawns the connection's task on a random thread. With
-/// per-thread runtimes (`work_stealing: false`, imgedge's default) a task on another
-/// thread is then woken through that thread's eventfd for every readiness event: two
-/// threads and a context switch per request. Measured at 64 connections, that left a
-/// sixth of the CPU idle. A duplicate of the descriptor registered here, with the original
-/// closed (and so deregistered), keeps each connection's events on its own thread, as
-/// nginx's workers do. `None` for anything but plain TCP, or if `dup` fails.
-fn adopt(stream: &Stream) -> Option<(tokio::net::TcpStream, SystemTime)> {
-    let tcp = stream.as_any().downcast_ref::<TcpStream>()?;
-    let fd = duplicate(tcp)?;
-    let std = std::net::TcpStream::from(fd);
-    // the duplicate shares the original's file status: it is non-blocking already
-    let tcp_stream = tokio::net::TcpStream::from_std(std).ok()?;
-    Some((tcp_stream, tcp.established_ts))
-}
-
-#[allow(unsafe_code)]
-fn duplicate(tcp: &TcpStream) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `tcp`, which is borrowed for the whole call and so
-    // stays open; the borrow ends before this function returns (only the duplicate lives on).
-    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
-    fd.try_clone_to_owned().ok()
-}
-
 /// Pingora's stream for `tcp`, with `unread` put back in front of what it reads next.
 fn into_pingora(tcp: tokio::net::TcpStream, unread: &[u8], established: SystemTime) -> Stream {
     use std::os::fd::AsRawFd;
@@ -494,66 +316,8 @@ fn into_pingora(tcp: tokio::net::TcpStream, unread: &[u8], established: SystemTi
 
 /// The status line and headers of a 304 for `entry`, as pingora's `to_304` makes it,
 /// without the per-answer headers (`Age`, `Date`, ...) the caller appends.
-fn not_modified_head(entry: &FrontEntry) -> BytesMut {
+fn not_modified_head(entry: &FrontEntry) -> bytes::Bytes {
     let mut h = entry.stored_header().clone();
     to_304(&mut h);
-    let mut buf = BytesMut::with_capacity(512);
-    crate::cache::write_head(&h, &mut buf);
-    buf
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_memo_answers_only_the_exact_same_head() {
-        let mut ctx = Ctx::new();
-        ctx.canonical = "w:100/plain/a.jpg".into();
-        memo::put("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp"), &ctx, 3, 42);
-        let (got, generation, key) = memo::get("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp")).unwrap();
-        assert_eq!((got.canonical.as_str(), generation, key), ("w:100/plain/a.jpg", 3, 42));
-        assert!(memo::get("img.test", "/sig/w:100/plain/a.jpg", None).is_none(), "another Accept");
-        assert!(memo::get("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/avif")).is_none());
-        assert!(memo::get("other.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp")).is_none(), "another host");
-        assert!(memo::get("img.test", "/sig/w:101/plain/a.jpg", Some(b"image/webp")).is_none(), "another path");
-    }
-
-    #[test]
-    fn new_connections_go_to_the_thread_with_the_fewest() {
-        use std::sync::mpsc;
-        // two single-thread runtimes on their own threads, as pingora's with
-        // `work_stealing: false`; this is the only test placing connections
-        let rt = || tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (a, b) = (rt(), rt());
-        let first = a.block_on(async { threads::place() });
-        assert!(first.0.is_none(), "the only thread keeps its connection");
-        let (tx, rx) = mpsc::channel();
-        let other = std::thread::spawn(move || {
-            let (handle, load) = b.block_on(async { threads::place() });
-            assert!(handle.is_none(), "1:0, this thread has fewer: keeps it");
-            tx.send(load).unwrap();
-            b // the runtime must outlive the placements that name it
-        });
-        let b_load = rx.recv().unwrap();
-        // 1:1 now; from thread a, connections alternate: stay (2:1), move (2:2), stay, move
-        let placed: Vec<_> = (0..4).map(|_| a.block_on(async { threads::place() })).collect();
-        let moved: Vec<bool> = placed.iter().map(|(h, _)| h.is_some()).collect();
-        assert_eq!(moved, [false, true, false, true]);
-        drop((first, b_load, placed));
-        drop(other.join().unwrap());
-    }
-
-    #[test]
-    fn the_memo_stays_within_its_budget() {
-        let ctx = Ctx::new();
-        let long = "x".repeat(4000);
-        for i in 0..2 * memo::MAX_BYTES / 4000 {
-            memo::put("img.test", &format!("/{i}/{long}"), None, &ctx, 0, i as u128);
-        }
-        // the budget holds about 250 such entries: the first ones are gone, the last is there
-        assert!(memo::get("img.test", &format!("/0/{long}"), None).is_none());
-        let last = 2 * memo::MAX_BYTES / 4000 - 1;
-        assert_eq!(memo::get("img.test", &format!("/{last}/{long}"), None).map(|e| e.2), Some(last as u128));
-    }
+    answer::stored_head(&h)
 }

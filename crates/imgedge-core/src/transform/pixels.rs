@@ -173,7 +173,7 @@ pub(crate) mod testing {
 
     /// Decodes `tests/data/images/<name>` with the engine's own decoder.
     pub(crate) fn load(name: &str) -> Pixels {
-        let path = format!("{}/tests/data/images/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../tests/data/images/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap();
         let h = crate::transform::decode::read_header(&bytes).unwrap();
         crate::transform::decode::decode(&bytes, &h, 1).unwrap()

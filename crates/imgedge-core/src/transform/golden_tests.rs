@@ -22,7 +22,7 @@ use crate::options::{Crop, Extend, Format, Gravity, GravityType, Options, Paddin
 // ---------------------------------------------------------------- fixtures
 
 fn read(rel: &str) -> Vec<u8> {
-    let path = format!("{}/tests/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../tests/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

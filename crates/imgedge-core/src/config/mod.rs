@@ -3,6 +3,7 @@
 //! Nothing at request time looks at raw config. No pingora, no tokio here.
 
 mod raw;
+mod schema;
 mod units;
 mod validate;
 
@@ -68,7 +69,7 @@ pub struct DiskCache {
     pub block_size: usize,
 }
 
-/// Usage metering (`usage:`); see `crate::usage`.
+/// Usage metering (`usage:`); the server's `usage` module.
 #[derive(Debug, Clone)]
 pub struct Usage {
     /// SQLite file: the spool, and the ledger when there is no PostgreSQL.
@@ -248,7 +249,22 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `file` names it in errors and anchors relative paths.
 pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let raw = validate::parse(text).map_err(|p| ConfigError { file: file.to_path_buf(), problems: vec![p] })?;
+    let error = |problems| ConfigError { file: file.to_path_buf(), problems };
+    let (raw, mut problems, removed) = validate::parse(text);
+    let Some(raw) = raw else { return Err(error(problems)) };
+    // a removed list element shifts the indices the semantic checks would name
+    if removed.iter().any(|p| p.ends_with(']')) {
+        return Err(error(problems));
+    }
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate::validate(raw, &base, file).map_err(|problems| ConfigError { file: file.to_path_buf(), problems })
+    match validate::validate(raw, &base, file) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(error(problems)),
+        Err(more) => {
+            // what is under a removed node was reported already
+            let under = |p: &Problem| removed.iter().any(|r| p.path == *r || p.path.starts_with(&format!("{r}.")));
+            problems.extend(more.into_iter().filter(|p| !under(p)));
+            Err(error(problems))
+        }
+    }
 }

@@ -1,0 +1,239 @@
+//! Every answer imgedge writes itself, defined once:
+//!
+//! - what a cache hit carries, whichever path serves it: the hit path below pingora
+//!   (`edge::conn`) writes [`stored_head`] and [`write_tail`] as raw bytes, pingora's path
+//!   (front hits through its session, memory and disk hits) gets the same header from
+//!   [`decorate`]; pingora's session and the hit path then both end with `Date` and
+//!   `Connection`. A test compares the raw bytes of both.
+//! - every error answer and every plain answer of the ops listener: [`Answer`], written
+//!   by the edge through pingora's session and by render and ops as `http::Response`.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderName, Response, StatusCode};
+use pingora_http::ResponseHeader;
+
+use crate::cache::Outcome;
+use crate::error::Error;
+
+/// Headers between render and the edge that never leave imgedge.
+pub const TENANT_HEADER: &str = "x-imgedge-tenant";
+pub const REQUEST_HEADER: &str = "x-imgedge-request";
+/// Set on an answer that is the source unchanged (`raw`, `skp`); cached with it, read by
+/// the edge (a passthrough is not a transform) and never sent to a client.
+pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
+
+/// Headers a hit answer sets itself (never copied from the stored response), and internal
+/// ones that never leave.
+const NOT_STORED: [HeaderName; 8] = [
+    http::header::AGE,
+    http::header::DATE,
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("x-cache"),
+    http::header::VARY,
+    http::header::ACCEPT_RANGES,
+    HeaderName::from_static(PASSTHROUGH_HEADER),
+];
+
+/// The stored response as a hit sends it, before the per-answer fields: without
+/// [`NOT_STORED`] headers, with `Accept-Ranges` on a 200 (what pingora's range filter
+/// adds to a hit asked without `Range`; a `Range` request keeps pingora's own).
+fn stored(h: &ResponseHeader, accept_ranges: bool) -> ResponseHeader {
+    let mut h = h.clone();
+    for name in &NOT_STORED {
+        h.remove_header(name);
+    }
+    if accept_ranges {
+        // infallible for a static name and value
+        let _ = h.insert_header("Accept-Ranges", "bytes");
+    }
+    h
+}
+
+/// A hit's status line and stored headers, serialized once when a front entry is filled:
+/// each line ends with CRLF, no blank line follows.
+pub fn stored_head(h: &ResponseHeader) -> Bytes {
+    let h = stored(h, h.status == StatusCode::OK);
+    let mut buf = BytesMut::with_capacity(512);
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(h.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = h.get_reason_phrase() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    h.header_to_h1_wire(&mut buf);
+    buf.freeze()
+}
+
+/// The per-answer fields of a hit, in order: `Age`, `x-cache`, and `vary` for negotiated
+/// URLs.
+fn tail(age: u64, outcome: Outcome, vary: bool) -> impl Iterator<Item = (&'static str, Cow<'static, str>)> {
+    [
+        Some(("Age", Cow::Owned(age.to_string()))),
+        Some(("x-cache", Cow::Borrowed(outcome.header_value()))),
+        vary.then_some(("vary", Cow::Borrowed("Accept"))),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Appends a hit's per-answer fields, as header lines, after [`stored_head`].
+pub fn write_tail(buf: &mut BytesMut, age: u64, vary: bool) {
+    for (name, value) in tail(age, Outcome::Hit, vary) {
+        buf.put_slice(name.as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+}
+
+/// Puts pingora's answer into imgedge's form. A hit (its `Age` set by pingora) becomes
+/// exactly the header [`stored_head`] and [`write_tail`] write; any other answer loses the
+/// internal headers and gains `x-cache` (and `vary`).
+pub fn decorate(h: &mut ResponseHeader, outcome: Outcome, vary: bool) -> pingora_error::Result<()> {
+    match h.headers.get(http::header::AGE).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        Some(age) if outcome.is_hit() => {
+            let ranges = h.headers.contains_key(http::header::ACCEPT_RANGES);
+            *h = stored(h, ranges);
+            for (name, value) in tail(age, outcome, vary) {
+                h.insert_header(name, value.as_ref())?;
+            }
+        }
+        _ => {
+            h.remove_header(PASSTHROUGH_HEADER);
+            h.insert_header("x-cache", outcome.header_value())?;
+            if vary {
+                h.insert_header("vary", "Accept")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An answer imgedge makes itself rather than from the cache or render's image: errors
+/// (edge, render) and the ops listener's plain answers. Whoever writes it, it carries the
+/// same headers.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+impl Answer {
+    /// An error: one short line of text, never cached, except "source not found" for
+    /// `not_found_ttl` seconds when given (render's answers; the edge's are never cached).
+    pub fn error(e: &Error, not_found_ttl: Option<u64>) -> Answer {
+        let status = e.status();
+        let cache_control = match (status, not_found_ttl) {
+            (404, Some(ttl)) if ttl > 0 => format!("public, max-age={ttl}"),
+            _ => "no-store".to_owned(),
+        };
+        let mut a = Answer::with(status, PLAIN, format!("{}\n", e.public_message()).into_bytes(), cache_control);
+        a.headers.push(("x-content-type-options", "nosniff".to_owned()));
+        if let Some(secs) = e.retry_after() {
+            a.headers.push(("retry-after", secs.to_string()));
+        }
+        a
+    }
+
+    /// A plain answer that is never cached.
+    pub fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Answer {
+        Answer::with(status.as_u16(), content_type, body, "no-store".to_owned())
+    }
+
+    /// A line of plain text, never cached.
+    pub fn plain(status: StatusCode, line: &str) -> Answer {
+        Answer::text(status, PLAIN, format!("{line}\n").into_bytes())
+    }
+
+    /// A JSON document, never cached.
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Answer {
+        let mut body = value.to_string().into_bytes();
+        body.push(b'\n');
+        Answer::text(status, "application/json", body)
+    }
+
+    fn with(status: u16, content_type: &str, body: Vec<u8>, cache_control: String) -> Answer {
+        let headers = vec![
+            ("content-type", content_type.to_owned()),
+            ("content-length", body.len().to_string()),
+            ("cache-control", cache_control),
+        ];
+        Answer { status, headers, body }
+    }
+
+    /// For pingora's session (the edge).
+    pub fn header(&self) -> pingora_error::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(self.status, Some(self.headers.len()))?;
+        for (name, value) in &self.headers {
+            h.insert_header(*name, value.as_str())?;
+        }
+        Ok(h)
+    }
+
+    /// For `ServeHttp` apps (render, ops).
+    pub fn into_response(self) -> Response<Vec<u8>> {
+        let mut builder =
+            Response::builder().status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        builder.body(self.body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn stored_200() -> ResponseHeader {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("content-type", "image/webp"),
+            ("content-length", "4"),
+            ("etag", "\"abc\""),
+            (PASSTHROUGH_HEADER, "1"),
+            ("cache-control", "public, max-age=60"),
+        ] {
+            h.insert_header(n, v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn both_paths_write_the_same_hit_header() {
+        // pingora's path: the stored header with its Age, after its range filter
+        let mut pingora = stored_200();
+        pingora.insert_header(http::header::AGE, 7).unwrap();
+        pingora.insert_header(http::header::ACCEPT_RANGES, "bytes").unwrap();
+        decorate(&mut pingora, Outcome::Hit, true).unwrap();
+        let mut via_pingora = BytesMut::new();
+        via_pingora.put_slice(b"HTTP/1.1 200 OK\r\n");
+        pingora.header_to_h1_wire(&mut via_pingora);
+
+        let mut raw = BytesMut::from(&stored_head(&stored_200())[..]);
+        write_tail(&mut raw, 7, true);
+        assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&via_pingora));
+        assert!(!String::from_utf8_lossy(&raw).contains(PASSTHROUGH_HEADER), "internal headers never leave");
+    }
+
+    #[test]
+    fn errors_carry_status_and_no_store() {
+        let a = Answer::error(&Error::RateLimited, Some(60));
+        assert_eq!(a.status, 429);
+        assert!(a.headers.contains(&("cache-control", "no-store".to_owned())));
+        assert!(a.headers.contains(&("retry-after", "1".to_owned())));
+        let nf = Answer::error(&Error::SourceNotFound, Some(60));
+        assert!(nf.headers.contains(&("cache-control", "public, max-age=60".to_owned())));
+        let edge_nf = Answer::error(&Error::SourceNotFound, None);
+        assert!(edge_nf.headers.contains(&("cache-control", "no-store".to_owned())));
+        assert_eq!(edge_nf.into_response().body(), b"source not found\n");
+    }
+}

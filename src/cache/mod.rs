@@ -1,0 +1,144 @@
+//! The edge cache: a `pingora_cache::Storage` over foyer's hybrid cache (memory tier +
+//! block-based disk tier that survives restarts) in [`storage`], the cache lock, the cache
+//! key, and the per-tenant cache generations ([`generations`]) that make "purge a whole
+//! tenant" O(1).
+//!
+//! Entries are whole, complete responses (render never streams), so storage is buffered
+//! and seekable. Storage failures degrade to a miss, never to a failed request.
+//!
+//! In front of all that sits [`front::Front`]: fresh hits as ready-to-send responses, so
+//! the edge answers a repeated hit without pingora-cache's lookup machinery (header
+//! decompression, meta decoding, the hit state machine); large bodies also as sealed files
+//! for `sendfile` ([`body_file`]).
+
+pub mod body_file;
+pub mod front;
+pub mod generations;
+pub mod storage;
+
+use pingora_cache::key::{CacheHashKey, CacheKey};
+use pingora_cache::lock::CacheKeyLockImpl;
+
+use crate::config;
+pub use front::FrontEntry;
+pub use generations::Generations;
+pub use storage::HybridStorage;
+
+/// What the cache did for one answer: the `X-Cache` header, the metrics' `cache` label and
+/// the usage counters all come from this one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache (front, memory or disk), fresh or revalidated.
+    Hit,
+    /// Sent to render (cacheable or not).
+    Miss,
+    /// An expired copy served because render or the origin failed (`stale-if-error`).
+    Stale,
+    /// An expired copy confirmed by render.
+    Revalidated,
+    /// Neither looked up nor rendered (a tenant with the cache off answered by the edge).
+    Bypass,
+    /// Rejected before the cache was consulted.
+    None,
+}
+
+impl Outcome {
+    /// The metrics' and the request log's `cache` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Stale => "stale",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Bypass => "bypass",
+            Outcome::None => "none",
+        }
+    }
+
+    /// The `X-Cache` header value.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Outcome::Hit | Outcome::Revalidated => "HIT",
+            Outcome::Stale => "STALE",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass | Outcome::None => "BYPASS",
+        }
+    }
+
+    /// Answered from the cache: counted as a hit in usage.
+    pub fn is_hit(self) -> bool {
+        matches!(self, Outcome::Hit | Outcome::Stale | Outcome::Revalidated)
+    }
+}
+
+/// Builds the cache key: tenant ‖ generation ‖ canonical request ‖ output format,
+/// length-prefixed so no two different tuples frame to the same bytes. The tenant id is
+/// also the user tag.
+pub fn key(tenant: &str, generation: u64, canonical: &str, format: &str) -> CacheKey {
+    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 20);
+    primary.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    primary.extend_from_slice(tenant.as_bytes());
+    primary.extend_from_slice(&generation.to_be_bytes());
+    for part in [canonical, format] {
+        primary.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        primary.extend_from_slice(part.as_bytes());
+    }
+    CacheKey::new(primary, tenant)
+}
+
+/// Every output-format component a key can have, for purging all variants of a URL.
+pub const FORMAT_VARIANTS: &[&str] = &["src", "jpeg", "png", "webp", "gif", "avif"];
+
+/// The hash that identifies `key` in storage.
+pub fn key_hash(key: &CacheKey) -> u128 {
+    hash_of(key)
+}
+
+pub(crate) fn hash_of(key: &impl CacheHashKey) -> u128 {
+    u128::from_be_bytes(key.combined_bin())
+}
+
+/// Process-wide cache state: pingora wants `&'static` storage and lock.
+pub struct EdgeCache {
+    pub storage: &'static HybridStorage,
+    pub lock: &'static CacheKeyLockImpl,
+    pub max_object: usize,
+    pub generations: Generations,
+}
+
+impl EdgeCache {
+    pub fn new(settings: &config::Cache) -> Self {
+        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings.clone())));
+        let lock: &'static CacheKeyLockImpl =
+            Box::leak(pingora_cache::lock::CacheLock::new_boxed(settings.lock_timeout) as Box<CacheKeyLockImpl>);
+        let generations = Generations::load(settings.disk.as_ref().map(|d| d.path.join("generations.json")));
+        EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations }
+    }
+
+    pub fn key(&self, tenant: &str, canonical: &str, format: &str) -> CacheKey {
+        key(tenant, self.generations.get(tenant), canonical, format)
+    }
+
+    /// Removes every format variant of one request; returns how many existed.
+    pub async fn purge_request(&self, tenant: &str, canonical: &str) -> usize {
+        let mut n = 0;
+        for f in FORMAT_VARIANTS {
+            if self.storage.remove(hash_of(&self.key(tenant, canonical, f))).await {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_frames_components() {
+        assert_ne!(key("ab", 0, "c", "d").combined_bin(), key("a", 0, "bc", "d").combined_bin());
+        assert_ne!(key("t", 0, "/plain/x:y", "src").combined_bin(), key("t", 1, "/plain/x:y", "src").combined_bin());
+        assert_eq!(key("t", 3, "/plain/x:y", "-").combined_bin(), key("t", 3, "/plain/x:y", "-").combined_bin());
+    }
+}

@@ -1,0 +1,220 @@
+//! The edge: the public listener. [`conn`] handles each connection and answers fresh
+//! front-cache hits itself; everything else goes through pingora-proxy's `ProxyHttp`
+//! implemented here, each hook a few lines that call the module owning the concern:
+//! [`admission`] (tenant, signature, options, expiry — cheapest first), the cache
+//! (`crate::cache`), render over a Unix socket on a miss, and [`crate::answer`] for what
+//! is written back.
+
+pub mod admission;
+pub mod conn;
+mod ctx;
+mod memo;
+mod threads;
+
+pub use admission::{EdgeCore, Tenants};
+pub use conn::EdgeApp;
+pub use ctx::Ctx;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use once_cell::sync::Lazy;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::conditional_filter;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_cache::cache_control::CacheControl;
+use pingora_cache::filters::resp_cacheable;
+use pingora_cache::key::CacheKey;
+use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
+use pingora_proxy::{ProxyHttp, RangeType, Session};
+
+use crate::answer::{self, Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER};
+use crate::cache::Outcome;
+use crate::error::Error;
+use crate::metrics;
+use admission::RequestParts;
+
+pub struct Edge {
+    core: Arc<EdgeCore>,
+    render_socket: String,
+}
+
+impl Edge {
+    pub fn new(core: Arc<EdgeCore>, render_socket: String) -> Self {
+        Edge { core, render_socket }
+    }
+
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Error> {
+        let req = session.req_header();
+        let parts = RequestParts {
+            get_or_head: req.method == http::Method::GET || req.method == http::Method::HEAD,
+            host: req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()),
+            path: req.uri.path(),
+            accept: req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes()),
+        };
+        self.core.admit(&parts, ctx, true)
+    }
+}
+
+/// Whether the request's tenant uses the cache at all. `cache.enabled: false` makes every
+/// request render (benchmarks of the render path): no front cache, no pingora-cache.
+pub(crate) fn caches(ctx: &Ctx) -> bool {
+    ctx.tenant.as_ref().is_none_or(|t| t.cache_enabled)
+}
+
+impl Edge {
+    /// Answers a fresh hit from the front cache, as pingora-cache would (same key, headers,
+    /// `response_filter`, 304, HEAD) but without its lookup. `Ok(false)` leaves the request
+    /// to pingora: not in the front, or a `Range` request.
+    async fn serve_front(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !caches(ctx) || session.req_header().headers.contains_key(http::header::RANGE) {
+            return Ok(false);
+        }
+        let key = self.cache_key_callback(session, ctx)?;
+        let now = SystemTime::now();
+        let Some(entry) = self.core.cache.storage.front_get(&key, now) else {
+            return Ok(false);
+        };
+        let mut header = entry.header(now)?;
+        let not_modified = conditional_filter::not_modified_filter(session.req_header(), &header);
+        if not_modified {
+            conditional_filter::to_304(&mut header);
+        }
+        // no Range here, so this only adds `Accept-Ranges` as on pingora's hits
+        if !matches!(self.range_header_filter(session, &mut header, ctx), RangeType::None) {
+            return Ok(false);
+        }
+        let header_only = not_modified || session.req_header().method == http::Method::HEAD;
+        ctx.front = true;
+        self.response_filter(session, &mut header, ctx).await?;
+        session.write_response_header(header, header_only).await?;
+        if !header_only {
+            session.write_response_body(Some(entry.body().clone()), true).await?;
+        }
+        Ok(true)
+    }
+}
+
+static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
+
+/// Writes an error answer from the edge (never cached).
+async fn respond_error(session: &mut Session, e: &Error) -> Result<()> {
+    let answer = Answer::error(e, None);
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(answer.header()?), head).await?;
+    if !head {
+        session.write_response_body(Some(Bytes::from(answer.body)), true).await?;
+    }
+    Ok(())
+}
+
+fn cache_outcome(session: &Session, ctx: &Ctx) -> Outcome {
+    if ctx.rejected {
+        return Outcome::None;
+    }
+    if ctx.front {
+        return Outcome::Hit;
+    }
+    match session.cache.phase() {
+        CachePhase::Hit => Outcome::Hit,
+        CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Stale,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
+        CachePhase::Miss | CachePhase::Expired => Outcome::Miss,
+        // an uncacheable answer (an error) still went to render: a miss, not a bypass
+        _ if ctx.upstream => Outcome::Miss,
+        _ => Outcome::Bypass,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.admit(session, ctx) {
+            Ok(()) => self.serve_front(session, ctx).await,
+            Err(e) => {
+                ctx.rejected = true;
+                respond_error(session, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if !caches(ctx) {
+            return Ok(());
+        }
+        let cache = &self.core.cache;
+        session.cache.enable(cache.storage, None, None, Some(cache.lock), None);
+        session.cache.set_max_file_size_bytes(cache.max_object);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let tenant =
+            ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
+        Ok(self.core.cache.key(&tenant.id, &ctx.canonical, ctx.format))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        // only finished images and "not found" are cacheable; render marks the rest no-store
+        if !matches!(resp.status.as_u16(), 200 | 404) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        Ok(resp_cacheable(cc.as_ref(), resp.clone(), false, &NO_DEFAULTS))
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.upstream = true;
+        Ok(Box::new(HttpPeer::new_uds(&self.render_socket, false, String::new())?))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let tenant =
+            ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
+        up.set_uri(http::Uri::from_static("/render"));
+        // render trusts only what the edge sets; nothing of the client's passes through
+        let names: Vec<_> = up.headers.keys().cloned().collect();
+        for name in names {
+            up.remove_header(&name);
+        }
+        up.insert_header("host", "render")?;
+        up.insert_header(TENANT_HEADER, tenant.id.as_str())?;
+        up.insert_header(REQUEST_HEADER, ctx.canonical.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if resp.headers.contains_key(PASSTHROUGH_HEADER) {
+            ctx.passthrough = true;
+        }
+        answer::decorate(resp, cache_outcome(session, ctx), ctx.vary_accept)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        if let Some(waited) = session.cache.lock_duration() {
+            metrics::cache_lock_wait(waited.as_secs_f64());
+        }
+        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        ctx.count(code, cache_outcome(session, ctx), session.body_bytes_sent());
+    }
+}

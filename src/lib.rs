@@ -5,7 +5,8 @@
 //! crate is the server around it: [`edge`] (the public listener: admission, the hit path,
 //! the proxy), [`cache`] (storage tiers, the front of ready hits, generations), [`render`]
 //! (origin fetch and transform on a Unix socket), [`ops`] (health, metrics, purge),
-//! [`usage`] (metering), [`answer`] (every error answer) and [`server`] (assembly).
+//! [`usage`] (metering), [`answer`] (every error answer), [`tenants`] (the live tenant
+//! set), [`reload`] (signals: config reload, self-started upgrade) and [`server`] (assembly).
 //! README.md § Architecture has the code map.
 
 pub use imgedge_core::{config, error, negotiate, options, signature, ssrf, transform};
@@ -15,6 +16,8 @@ pub mod cache;
 pub mod edge;
 pub mod metrics;
 pub mod ops;
+pub mod reload;
 pub mod render;
 pub mod server;
+pub mod tenants;
 pub mod usage;

@@ -70,7 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli.conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
-            server::server_conf(&config).map_err(anyhow::Error::msg)?;
+            server::check(&config).map_err(anyhow::Error::msg)?;
             println!("{}: OK ({} tenants)", cli.conf.display(), config.tenants.len());
             Ok(())
         }

@@ -38,8 +38,20 @@ struct Metrics {
     usage_unspooled_requests: IntGauge,
     usage_last_flush: IntGauge,
     usage_last_delivery: IntGauge,
+    limit_rejections: IntCounterVec,
+    render_workers: IntGauge,
+    render_max_in_flight: IntGauge,
+    config_reloads: IntCounterVec,
+    config_last_reload_ok: IntGauge,
+    config_last_reload_time: IntGauge,
+    config_needs_upgrade: IntGaugeVec,
+    tenants: IntGauge,
     _build: IntGaugeVec,
 }
+
+/// Config sections a reload (`SIGHUP`) does not apply: a change there needs a restart or a
+/// graceful upgrade. The `section` label of `imgedge_config_needs_upgrade`.
+pub const UPGRADE_SECTIONS: &[&str] = &["pingora", "listen", "render", "cache", "usage"];
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -200,8 +212,67 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         "imgedge_usage_last_delivery_timestamp_seconds",
         "Unix time of the last batch acknowledged by PostgreSQL.",
     );
+    let limit_rejections = counter_vec(
+        &r,
+        "imgedge_limit_rejections_total",
+        "Requests refused by overload protection (503) or per-tenant limits (429), by reason.",
+        &["reason"],
+    );
+    let render_workers = gauge(&r, "imgedge_render_workers", "Configured CPU workers for transforms (render.workers).");
+    let render_max_in_flight = gauge(
+        &r,
+        "imgedge_render_max_in_flight",
+        "Renders that may be in flight (render.workers + render.queue); past it misses get 503.",
+    );
+    let config_reloads = counter_vec(
+        &r,
+        "imgedge_config_reloads_total",
+        "Config reloads (SIGHUP) by result: applied, or rejected (invalid file: the running config is kept).",
+        &["result"],
+    );
+    let config_last_reload_ok = gauge(
+        &r,
+        "imgedge_config_last_reload_successful",
+        "1 if the last config reload was applied (or none was tried).",
+    );
+    let config_last_reload_time = gauge(
+        &r,
+        "imgedge_config_last_reload_success_timestamp_seconds",
+        "Unix time the running config was loaded: at start or by the last applied reload.",
+    );
+    let config_needs_upgrade = gauge_vec(
+        &r,
+        "imgedge_config_needs_upgrade",
+        "1 for a config section that changed in the file but needs a restart or graceful upgrade to apply.",
+        &["section"],
+    );
+    let tenants = gauge(&r, "imgedge_tenants", "Tenants in the running config.");
     let build = gauge_vec(&r, "imgedge_build_info", "Always 1; labels carry the version.", &["version"]);
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    // Series whose labels are known in advance exist from the start at 0: a panel shows 0
+    // rather than nothing, and `rate()`/`increase()` see the first event.
+    let known: [(&IntCounterVec, &[&str]); 8] = [
+        (&origin_errors, &["not_found", "timeout", "too_big", "forbidden", "error"]),
+        (&cache_errors, &["open", "read", "decode"]),
+        (&cache_evictions, &["memory"]),
+        (&cache_disk_io, &["write", "read"]),
+        (&usage_flushes, &["spooled", "empty", "deferred", "error"]),
+        (&usage_deliveries, &["applied", "duplicate", "collision", "error"]),
+        (&limit_rejections, &["render_queue_full", "tenant_renders", "tenant_rate"]),
+        (&config_reloads, &["applied", "rejected"]),
+    ];
+    for (vec, labels) in known {
+        for l in labels {
+            vec.with_label_values(&[l]);
+        }
+    }
+    for outcome in ["ok", "passthrough"] {
+        renders.with_label_values(&[outcome]);
+    }
+    for section in UPGRADE_SECTIONS {
+        config_needs_upgrade.with_label_values(&[section]).set(0);
+    }
+    config_last_reload_ok.set(1);
     Metrics {
         registry: r,
         requests,
@@ -231,6 +302,14 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         usage_unspooled_requests,
         usage_last_flush,
         usage_last_delivery,
+        limit_rejections,
+        render_workers,
+        render_max_in_flight,
+        config_reloads,
+        config_last_reload_ok,
+        config_last_reload_time,
+        config_needs_upgrade,
+        tenants,
         _build: build,
     }
 });
@@ -383,16 +462,36 @@ pub fn gather() -> Vec<u8> {
 }
 
 /// Load shedding and rate limits (429/503), by reason: `render_queue_full`,
-/// `tenant_renders`, `tenant_rate`. Registered on first use.
-static LIMIT_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter_vec(
-        &M.registry,
-        "imgedge_limit_rejections_total",
-        "Requests refused by overload protection (503) or per-tenant limits (429), by reason.",
-        &["reason"],
-    )
-});
-
+/// `tenant_renders`, `tenant_rate`.
 pub fn limit_rejected(reason: &str) {
-    LIMIT_REJECTIONS.with_label_values(&[reason]).inc();
+    M.limit_rejections.with_label_values(&[reason]).inc();
+}
+
+/// The render service's bounds: CPU workers and renders in flight before 503.
+pub fn render_capacity(workers: usize, max_in_flight: usize) {
+    M.render_workers.set(i64::try_from(workers).unwrap_or(i64::MAX));
+    M.render_max_in_flight.set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
+}
+
+/// A config is running: loaded at start (`reload: false`) or by an applied reload.
+pub fn config_loaded(tenants: usize, unix_seconds: u64, reload: bool) {
+    if reload {
+        M.config_reloads.with_label_values(&["applied"]).inc();
+    }
+    M.config_last_reload_ok.set(1);
+    M.config_last_reload_time.set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    M.tenants.set(i64::try_from(tenants).unwrap_or(i64::MAX));
+}
+
+/// A reload refused: the file is invalid and the running config stays.
+pub fn config_rejected() {
+    M.config_reloads.with_label_values(&["rejected"]).inc();
+    M.config_last_reload_ok.set(0);
+}
+
+/// Which of [`UPGRADE_SECTIONS`] differ between the file and the running process.
+pub fn config_needs_upgrade(changed: &[&str]) {
+    for section in UPGRADE_SECTIONS {
+        M.config_needs_upgrade.with_label_values(&[section]).set(i64::from(changed.contains(section)));
+    }
 }

@@ -15,18 +15,17 @@ use subtle::ConstantTimeEq;
 
 use crate::answer::Answer;
 use crate::cache::EdgeCache;
-use crate::config::Tenant;
 use crate::metrics;
 use crate::options;
 use crate::signature;
+use crate::tenants::{TenantSet, Tenants};
 
 pub struct Ops {
     /// Readiness means the render service answers on its socket.
     pub render_socket: PathBuf,
     pub cache: Arc<EdgeCache>,
-    pub tenants: HashMap<String, Arc<Tenant>>,
-    /// `None` disables the admin endpoints.
-    pub admin_token: Option<String>,
+    /// The live tenant set, with the admin token (`None` disables the admin endpoints).
+    pub tenants: Arc<Tenants>,
 }
 
 fn query(q: Option<&str>) -> HashMap<String, String> {
@@ -43,8 +42,8 @@ fn query(q: Option<&str>) -> HashMap<String, String> {
 
 impl Ops {
     /// `None` when the request carries the admin token, else the refusal to send.
-    fn refuse(&self, session: &ServerSession) -> Option<Answer> {
-        let Some(token) = &self.admin_token else {
+    fn refuse(set: &TenantSet, session: &ServerSession) -> Option<Answer> {
+        let Some(token) = &set.admin_token else {
             return Some(Answer::plain(StatusCode::NOT_FOUND, "admin endpoints are disabled"));
         };
         let given = session
@@ -65,14 +64,15 @@ impl Ops {
     /// (the path as clients request it, signature included or not);
     /// `POST /purge?tenant=ID&all=1` hides every cached entry of the tenant.
     async fn purge(&self, session: &ServerSession) -> Answer {
-        if let Some(refusal) = self.refuse(session) {
+        let set = self.tenants.load_full();
+        if let Some(refusal) = Self::refuse(&set, session) {
             return refusal;
         }
         if session.req_header().method != Method::POST {
             return Answer::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
         let q = query(session.req_header().uri.query());
-        let Some(tenant) = q.get("tenant").and_then(|id| self.tenants.get(id)) else {
+        let Some(tenant) = q.get("tenant").and_then(|id| set.get(id)).map(|rt| &rt.tenant) else {
             return Answer::plain(StatusCode::NOT_FOUND, "unknown tenant");
         };
         if q.get("all").is_some_and(|v| v == "1" || v == "true") {

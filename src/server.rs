@@ -15,9 +15,11 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
-use crate::edge::{Edge, EdgeApp, EdgeCore, Tenants};
+use crate::edge::{Edge, EdgeApp, EdgeCore};
 use crate::ops::Ops;
+use crate::reload::{self, Reloader, Signals, Upgrade};
 use crate::render::Render;
+use crate::tenants::Tenants;
 use crate::usage;
 
 /// Opens the cache at start-up (recovering the disk tier off the request path) and
@@ -60,6 +62,12 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
     conf.validate().map_err(|e| format!("{}: pingora: {e}", config.file.display()))
 }
 
+/// What `imgedge check-config` checks beyond the file's own validation (which
+/// [`crate::config::load`] did): pingora's settings. A reload checks the same.
+pub fn check(config: &Config) -> Result<(), String> {
+    server_conf(config).map(|_| ())
+}
+
 /// Raises the soft limit on open descriptors to the hard one: every connection, cache file
 /// and large cached body (`cache::body_file`) takes one.
 fn raise_fd_limit() {
@@ -77,6 +85,7 @@ fn raise_fd_limit() {
 /// Never returns on success.
 pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     let conf = server_conf(&config)?;
+    reload::hold_signals();
     raise_fd_limit();
     let opt = Opt { upgrade, daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -89,14 +98,16 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("render socket directory {}: {e}", dir.display()))?;
     }
 
-    let render = Render::new(&config.tenants, config.render.workers, config.render.queue)?;
+    // one tenant set for edge, render and ops, swapped whole by a reload (SIGHUP)
+    let tenants = Arc::new(Tenants::new(&config)?);
+    let render = Render::new(tenants.clone(), config.render.workers, config.render.queue);
     let mut render_svc = Service::new("render".to_owned(), HttpServer::new_app(render));
     render_svc.threads = Some(config.render.threads);
     // only this user may talk to render: it trusts its request headers
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
     let cache = Arc::new(EdgeCache::new(&config.cache));
-    let core = Arc::new(EdgeCore::new(Tenants::new(&config.tenants), cache.clone()));
+    let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
     let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy));
     for addr in &config.listen.edge {
@@ -109,18 +120,16 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     server.add_service(render_svc);
     server.add_service(edge_svc);
     if let Some(addr) = &config.listen.ops {
-        let ops = Ops {
-            render_socket: config.listen.render_socket.clone(),
-            cache: cache.clone(),
-            tenants: config.tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
-            admin_token: config.admin_token.clone(),
-        };
+        let ops =
+            Ops { render_socket: config.listen.render_socket.clone(), cache: cache.clone(), tenants: tenants.clone() };
         let mut ops = Service::new("ops".to_owned(), HttpServer::new_app(ops));
         ops.threads = Some(1);
         ops.add_tcp(addr);
         server.add_service(ops);
     }
-    server.run(RunArgs::default());
+    let signals =
+        Signals { reloader: Reloader::new(&config, tenants), upgrade: Upgrade::new(config.file.clone(), daemon) };
+    server.run(RunArgs { shutdown_signal: Box::new(signals) });
     // every service has stopped (SIGTERM, or SIGQUIT after handing the listeners to an
     // upgrade's new process): nothing can be counted any more, so this batch is the last
     usage.final_flush();

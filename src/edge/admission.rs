@@ -2,7 +2,6 @@
 //! cost — method, tenant by `Host`, rate, signature, options, expiry — shared by pingora's
 //! path and the hit path. No I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,41 +15,7 @@ use crate::metrics;
 use crate::negotiate;
 use crate::options;
 use crate::signature;
-
-/// Host → tenant, built once from config.
-pub struct Tenants {
-    by_host: HashMap<String, Arc<Tenant>>,
-}
-
-impl Tenants {
-    pub fn new(tenants: &[Arc<Tenant>]) -> Self {
-        let mut by_host = HashMap::new();
-        for t in tenants {
-            for h in &t.hosts {
-                by_host.insert(h.clone(), t.clone());
-            }
-        }
-        Tenants { by_host }
-    }
-
-    /// Looks up by the `Host` header (or the HTTP/2 authority), ignoring port and case.
-    pub fn resolve(&self, host: &str) -> Option<Arc<Tenant>> {
-        let name = strip_port(host);
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.by_host.get(&name.to_ascii_lowercase()).cloned()
-        } else {
-            self.by_host.get(name).cloned()
-        }
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
+use crate::tenants::Tenants;
 
 /// What admission reads of a request: the same whether pingora parsed it or the hit path
 /// ([`super::conn`]) did.
@@ -64,14 +29,15 @@ pub(crate) struct RequestParts<'a> {
 
 /// What the edge's request handling shares with the hit path: tenants, cache, rate limits.
 pub struct EdgeCore {
-    tenants: Tenants,
+    /// The live tenant set (swapped by a reload).
+    pub(crate) tenants: Arc<Tenants>,
     pub(crate) cache: Arc<EdgeCache>,
     /// Requests per tenant in the current second, for `limits.rate_per_second`.
     rate: Rate,
 }
 
 impl EdgeCore {
-    pub fn new(tenants: Tenants, cache: Arc<EdgeCache>) -> Self {
+    pub fn new(tenants: Arc<Tenants>, cache: Arc<EdgeCache>) -> Self {
         EdgeCore { tenants, cache, rate: Rate::new(std::time::Duration::from_secs(1)) }
     }
 
@@ -92,7 +58,7 @@ impl EdgeCore {
         if !req.get_or_head {
             return Err(Error::Method);
         }
-        let tenant = req.host.and_then(|h| self.tenants.resolve(h)).ok_or(Error::UnknownTenant)?;
+        let tenant = req.host.and_then(|h| self.tenants.load().resolve(h).cloned()).ok_or(Error::UnknownTenant)?;
         ctx.tenant = Some(tenant.clone());
         // before the signature, so a flood of bad signatures is limited too
         if count_rate && self.over_rate(&tenant) {

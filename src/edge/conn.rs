@@ -235,11 +235,13 @@ impl EdgeApp {
 impl EdgeApp {
     /// The admitted request's context and cache key hash, or `None` if admission refuses
     /// it or the tenant does not cache (pingora answers those). A head seen before on this
-    /// thread reuses its admission (see [`memo`]) as long as the URL has not expired and
-    /// the tenant's cache generation is the same.
+    /// thread reuses its admission (see [`memo`]) as long as the tenant set is the same
+    /// (no reload since), the URL has not expired and the tenant's cache generation is the
+    /// same.
     fn admitted(&self, host: &str, path: &str, accept: Option<&[u8]>, now: SystemTime) -> Option<(Ctx, u128)> {
         let generation = |ctx: &Ctx| ctx.tenant.as_ref().map(|t| self.core.cache.generations.get(&t.id));
-        if let Some((ctx, gen, key)) = memo::get(host, path, accept) {
+        let epoch = self.core.tenants.load().epoch;
+        if let Some((ctx, gen, key)) = memo::get(host, path, accept, epoch) {
             if !expired(ctx.expires, now) && generation(&ctx) == Some(gen) {
                 return Some((ctx, key));
             }
@@ -252,7 +254,8 @@ impl EdgeApp {
         let tenant = ctx.tenant.as_ref()?;
         let gen = self.core.cache.generations.get(&tenant.id);
         let key = key_hash(&cache::key(&tenant.id, gen, &ctx.canonical, ctx.format));
-        memo::put(host, path, accept, &ctx, gen, key);
+        // `epoch` was read before admission: a reload in between only makes the entry stale
+        memo::put(host, path, accept, &ctx, epoch, gen, key);
         Some((ctx, key))
     }
 }

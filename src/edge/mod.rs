@@ -11,7 +11,7 @@ mod ctx;
 mod memo;
 mod threads;
 
-pub use admission::{EdgeCore, Tenants};
+pub use admission::EdgeCore;
 pub use conn::EdgeApp;
 pub use ctx::Ctx;
 

@@ -9,7 +9,6 @@
 
 pub mod origins;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +25,10 @@ use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
 use crate::options::{self, Format, ImageRequest, Options};
+use crate::tenants::{TenantRuntime, Tenants};
 use crate::transform::{self, TransformError};
 use crate::usage;
-use origins::{Fetched, Origins};
+use origins::Fetched;
 
 /// What render answers with: a transform's result or the source as is.
 struct Output {
@@ -53,13 +53,9 @@ fn passthrough(opts: &Options, bytes: &[u8]) -> Result<Option<Format>, Error> {
     Ok(sniffed.filter(|f| opts.skip_processing.contains(f)))
 }
 
-struct TenantRuntime {
-    tenant: Arc<Tenant>,
-    origins: Origins,
-}
-
 pub struct Render {
-    tenants: HashMap<String, TenantRuntime>,
+    /// The live tenant set, shared with the edge (swapped by a reload).
+    tenants: Arc<Tenants>,
     /// Bounds CPU-heavy work to the configured worker count.
     workers: Arc<Semaphore>,
     /// Renders in flight (fetching, queued or transforming) and the most allowed:
@@ -80,19 +76,16 @@ impl Drop for Admitted<'_> {
 }
 
 impl Render {
-    pub fn new(tenants: &[Arc<Tenant>], workers: usize, queue: usize) -> Result<Render, String> {
-        let mut map = HashMap::new();
-        for t in tenants {
-            map.insert(t.id.clone(), TenantRuntime { tenant: t.clone(), origins: Origins::build(t)? });
-        }
+    pub fn new(tenants: Arc<Tenants>, workers: usize, queue: usize) -> Render {
         let workers = workers.max(1);
-        Ok(Render {
-            tenants: map,
+        metrics::render_capacity(workers, workers + queue);
+        Render {
+            tenants,
             workers: Arc::new(Semaphore::new(workers)),
             in_flight: AtomicUsize::new(0),
             max_in_flight: workers + queue,
             per_tenant: Inflight::new(),
-        })
+        }
     }
 
     /// Admission: the global bound first (cheap, protects memory), then the tenant's.
@@ -115,9 +108,11 @@ impl Render {
         Ok((admitted, Some(guard)))
     }
 
-    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Output, String, &Tenant), Error> {
-        let rt = self.tenants.get(tenant_id).ok_or_else(|| Error::Internal(format!("unknown tenant {tenant_id:?}")))?;
-        let _admitted = self.admit(rt)?;
+    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Output, String, Arc<Tenant>), Error> {
+        // the edge admitted this tenant; a reload may have removed it since: gone, as for
+        // the edge from now on
+        let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
+        let _admitted = self.admit(&rt)?;
         let req = options::parse_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
@@ -126,7 +121,7 @@ impl Render {
         if let Some(format) = passthrough(&req.options, &bytes)? {
             let dims = transform::probe(&bytes).ok().map(|p| (p.width, p.height));
             let out = Output { bytes: bytes.to_vec(), format, dims, passthrough: true };
-            return Ok((out, etag, &rt.tenant));
+            return Ok((out, etag, rt.tenant.clone()));
         }
 
         let settings = rt.tenant.transform_settings();
@@ -160,7 +155,7 @@ impl Render {
             format: encoded.format,
             passthrough: false,
         };
-        Ok((out, etag, &rt.tenant))
+        Ok((out, etag, rt.tenant.clone()))
     }
 }
 
@@ -206,7 +201,7 @@ impl ServeHttp for Render {
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
-                    .header("cache-control", cache_control(tenant))
+                    .header("cache-control", cache_control(&tenant))
                     .header("x-content-type-options", "nosniff");
                 if let Some((w, h)) = out.dims {
                     builder = builder.header("x-result-width", w).header("x-result-height", h);
@@ -225,7 +220,7 @@ impl ServeHttp for Render {
                 if e.status() >= 500 {
                     tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
                 }
-                let ttl = self.tenants.get(&tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
+                let ttl = self.tenants.load().get(&tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
                 Answer::error(&e, ttl).into_response()
             }
         }

@@ -159,7 +159,7 @@ mod tests {
         }
         let snap = r.drain();
         let skip_b9 = |k: &(Slot, BillingKey)| *k == (slot(0, m), BillingKey(9));
-        let b = Batch::from_snapshot(&snap, r.tenants(), skip_b9, 1);
+        let b = Batch::from_snapshot(&snap, &r.tenants(), skip_b9, 1);
         assert_eq!(b.rows.len(), 2);
         assert_eq!((b.rows[0].tenant.as_str(), b.rows[0].requests, b.rows[0].keys.len()), ("a", 1, 1));
         assert_eq!((b.rows[1].tenant.as_str(), b.rows[1].requests, b.rows[1].keys.len()), ("b", 3, 1));

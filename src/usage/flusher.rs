@@ -136,7 +136,9 @@ impl Flusher {
             st.sent.retain(|(s, _)| unslot(*s).1 >= month.prev());
             st.sent_month = month;
         }
-        let batch = Batch::from_snapshot(&st.carry, self.recorder.tenants(), |k| st.sent.contains(k), unix_now());
+        // the table is loaded after the drain, so it names every tenant in the carry
+        let tenants = self.recorder.tenants();
+        let batch = Batch::from_snapshot(&st.carry, &tenants, |k| st.sent.contains(k), unix_now());
         if batch.is_empty() {
             st.carry = Snapshot::default();
             metrics::usage_flush("empty");

@@ -186,6 +186,13 @@ pub fn edge_request(tenant: &Tenant, status: u16, cache: Outcome, bytes_out: u64
     r.record(&req);
 }
 
+/// Makes a reloaded tenant list known to metering (see [`Recorder::update_tenants`]).
+pub fn update_tenants(tenants: &[Arc<Tenant>]) {
+    if let Some(r) = RECORDER.get() {
+        r.update_tenants(tenants);
+    }
+}
+
 /// Counts one transform actually performed for `tenant` (render service).
 pub fn rendered(tenant: &str) {
     if let Some(r) = RECORDER.get() {

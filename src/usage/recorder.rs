@@ -12,6 +12,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
+
 use super::month::Month;
 use super::BillingKey;
 use crate::config::Credits;
@@ -216,10 +218,32 @@ pub struct TenantBilling {
     pub credits: Credits,
 }
 
+/// Every tenant metering has known in this process, by slot index. Only ever appended to:
+/// a reload that removes a tenant keeps its row, because counts recorded under its index
+/// may still wait in a shard or in the flusher's carry, and a slot names its tenant by index.
+#[derive(Debug, Clone, Default)]
+pub struct TenantTable {
+    list: Vec<TenantBilling>,
+    index: HashMap<Box<str>, u32, Fx>,
+}
+
+impl TenantTable {
+    fn new(list: Vec<TenantBilling>) -> TenantTable {
+        let index = list.iter().enumerate().map(|(i, t)| (Box::from(&*t.id), i as u32)).collect();
+        TenantTable { list, index }
+    }
+}
+
+impl std::ops::Deref for TenantTable {
+    type Target = [TenantBilling];
+    fn deref(&self) -> &[TenantBilling] {
+        &self.list
+    }
+}
+
 /// The process-wide usage aggregator.
 pub struct Recorder {
-    tenants: Vec<TenantBilling>,
-    index: HashMap<Box<str>, u32, Fx>,
+    tenants: ArcSwap<TenantTable>,
     shards: Box<[Shard]>,
 }
 
@@ -233,9 +257,8 @@ thread_local! {
 impl Recorder {
     /// `shards` is rounded up to at least 1; a few per core keeps threads apart.
     pub fn new(tenants: Vec<TenantBilling>, shards: usize) -> Recorder {
-        let index = tenants.iter().enumerate().map(|(i, t)| (Box::from(&*t.id), i as u32)).collect();
         let shards = (0..shards.max(1)).map(|_| Shard(Mutex::new(ShardData::default()))).collect();
-        Recorder { tenants, index, shards }
+        Recorder { tenants: ArcSwap::from_pointee(TenantTable::new(tenants)), shards }
     }
 
     /// A recorder for the configured tenants, with four shards per core (at least 16).
@@ -248,8 +271,28 @@ impl Recorder {
         Recorder::new(billing, (cores * 4).max(16))
     }
 
-    pub fn tenants(&self) -> &[TenantBilling] {
-        &self.tenants
+    /// Every tenant known so far, indexed by slot. Load it after draining: it then names
+    /// every slot drained.
+    pub fn tenants(&self) -> Arc<TenantTable> {
+        self.tenants.load_full()
+    }
+
+    /// Applies a reloaded tenant list: new tenants are appended, the prices of known ones
+    /// change for requests counted from now on; removed tenants stay (their last counts
+    /// may not be flushed yet). Called before the edge can see a new tenant, so its first
+    /// request is counted. Reloads are serialised by their caller.
+    pub fn update_tenants(&self, tenants: &[Arc<crate::config::Tenant>]) {
+        let mut table = TenantTable::clone(&self.tenants.load());
+        for t in tenants {
+            match table.index.get(t.id.as_str()) {
+                Some(&i) => table.list[i as usize].credits = t.billing.credits,
+                None => {
+                    table.index.insert(Box::from(t.id.as_str()), table.list.len() as u32);
+                    table.list.push(TenantBilling { id: Arc::from(t.id.as_str()), credits: t.billing.credits });
+                }
+            }
+        }
+        self.tenants.store(Arc::new(table));
     }
 
     #[inline]
@@ -259,9 +302,10 @@ impl Recorder {
     }
 
     #[inline]
-    fn tenant(&self, id: &str) -> Option<(u32, &TenantBilling)> {
-        let i = *self.index.get(id)?;
-        Some((i, &self.tenants[i as usize]))
+    fn tenant(&self, id: &str) -> Option<(u32, Credits)> {
+        let table = self.tenants.load();
+        let i = *table.index.get(id)?;
+        Some((i, table.list[i as usize].credits))
     }
 
     /// Counts one finished request in the current month.
@@ -273,9 +317,8 @@ impl Recorder {
     /// Counts one finished request in `month`. Unknown tenants are ignored: the edge only
     /// reports tenants from the same config.
     pub fn record_in(&self, r: &Request<'_>, month: Month) {
-        let Some((idx, t)) = self.tenant(r.tenant) else { return };
+        let Some((idx, c)) = self.tenant(r.tenant) else { return };
         let error = r.is_error();
-        let c = &t.credits;
         // errors cost `error`, hits `hit`, any other success its operation's price
         let credits = if error {
             c.error
@@ -397,6 +440,37 @@ mod tests {
             vec![(slot(0, m.prev()), BillingKey(3)), (slot(0, m), BillingKey(1)), (slot(1, m), BillingKey(1))]
         );
         assert!(r.drain().is_empty(), "a drain takes everything");
+    }
+
+    #[test]
+    fn a_reload_adds_tenants_changes_prices_and_keeps_removed_ones_named() {
+        let r = recorder();
+        let m = Month::parse("2026-11").unwrap();
+        r.record_in(&req("b", 200, CacheOutcome::Miss, Some(1)), m);
+        r.record_in(&req("c", 200, CacheOutcome::Miss, Some(2)), m);
+        let config = crate::config::load_str(
+            r#"
+listen: {edge: ["127.0.0.1:8080"], render_socket: r.sock}
+tenants:
+  - {id: c, hosts: [c.test], allow_unsigned: true, origins: {o: {type: local, root: /}}}
+  - {id: a, hosts: [a.test], allow_unsigned: true, origins: {o: {type: local, root: /}},
+     billing: {credits: {transform: 3}}}
+"#,
+            std::path::Path::new("/tmp/x.yaml"),
+        )
+        .unwrap();
+        r.update_tenants(&config.tenants);
+        r.record_in(&req("a", 200, CacheOutcome::Miss, Some(3)), m);
+        r.record_in(&req("c", 200, CacheOutcome::Miss, Some(4)), m);
+        let s = r.drain();
+        let table = r.tenants();
+        let ids: Vec<&str> = table.iter().map(|t| &*t.id).collect();
+        assert_eq!(ids, ["a", "b", "c"], "appended, none removed");
+        assert_eq!(s.counters[&slot(0, m)].credits_milli, 3000, "the new price");
+        assert_eq!(s.counters[&slot(1, m)].requests, 1, "b's count before its removal is kept");
+        assert_eq!(s.counters[&slot(2, m)].requests, 1, "c is counted from its first request");
+        r.record_in(&req("b", 200, CacheOutcome::Miss, Some(5)), m);
+        assert_eq!(r.drain().counters[&slot(1, m)].requests, 1, "the edge decides who is served");
     }
 
     #[test]

@@ -13,5 +13,6 @@ mod hostile;
 mod ops;
 mod origins;
 mod overload;
+mod reload;
 mod transform;
 mod usage;

@@ -34,14 +34,14 @@ pub struct Config {
     pub tenants: Vec<Arc<Tenant>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
     pub edge: Vec<String>,
     pub ops: Option<String>,
     pub render_socket: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Render {
     /// Async I/O threads of the render service.
     pub threads: usize,
@@ -52,7 +52,7 @@ pub struct Render {
     pub queue: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cache {
     pub memory_bytes: usize,
     /// The disk tier; `None` = memory only.
@@ -61,7 +61,7 @@ pub struct Cache {
     pub lock_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiskCache {
     pub path: PathBuf,
     pub size_bytes: usize,
@@ -70,7 +70,7 @@ pub struct DiskCache {
 }
 
 /// Usage metering (`usage:`); the server's `usage` module.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Usage {
     /// SQLite file: the spool, and the ledger when there is no PostgreSQL.
     pub spool: PathBuf,
@@ -123,7 +123,7 @@ pub struct Limits {
     pub max_concurrent_renders: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
     Local {
         root: PathBuf,

@@ -13,6 +13,7 @@ mod hostile;
 mod ops;
 mod origins;
 mod overload;
+mod prometheus;
 mod reload;
 mod transform;
 mod usage;

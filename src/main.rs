@@ -67,8 +67,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = config::load(&cli.conf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // A server reads its file again on reload and upgrade, after pingora's daemon mode has
+    // left the working directory: it keeps the absolute path (and so do the relative paths
+    // inside, which are relative to the file).
+    let file = match command {
+        Command::Serve => std::fs::canonicalize(&cli.conf).unwrap_or_else(|_| cli.conf.clone()),
+        _ => cli.conf.clone(),
+    };
+    let config = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match command {
         Command::CheckConfig => {
             server::check(&config).map_err(anyhow::Error::msg)?;
             println!("{}: OK ({} tenants)", cli.conf.display(), config.tenants.len());

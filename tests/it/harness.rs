@@ -207,6 +207,21 @@ impl Imgedge {
         self.request(reqwest::Method::GET, host, path, &[]).await
     }
 
+    /// GETs `path` until the edge answers it from the cache (bounded, ~1 s): the cache
+    /// write of a miss can land just after its answer was read.
+    pub async fn fill(&self, host: &str, path: &str) {
+        for _ in 0..40 {
+            let r = self.get(host, path).await;
+            let hit = r.headers().get("x-cache").is_some_and(|v| v == "HIT");
+            r.bytes().await.unwrap();
+            if hit {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{path} never became a hit\n{}", self.log());
+    }
+
     pub async fn request(
         &self,
         method: reqwest::Method,

@@ -54,7 +54,13 @@ pub fn transform_run(data: &[u8]) {
     let format = [None, Some(Format::Jpeg), Some(Format::Png), Some(Format::Webp)][usize::from(pick & 3)];
     let opts = Options { width: u32::from(pick >> 2) * 4, format, ..Options::default() };
     // small limits keep each run fast and make the limit paths reachable
-    let settings = Settings { default_quality: 80, max_src_pixels: 4_000_000, max_result_dim: 1024, max_frames: 3 };
+    let settings = Settings {
+        default_quality: 80,
+        max_src_pixels: 4_000_000,
+        max_result_dim: 1024,
+        max_frames: 3,
+        ..Settings::default()
+    };
     if let Ok(out) = transform::run(input, &opts, &settings) {
         assert!(out.width <= 1024 && out.height <= 1024);
         assert!(!out.bytes.is_empty());

@@ -60,16 +60,17 @@ pub struct Render {
     workers: Arc<Semaphore>,
     /// Renders in flight (fetching, queued or transforming) and the most allowed:
     /// `workers + queue`. Past it render sheds load with 503 instead of queueing.
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
     /// Renders in flight per tenant, for `limits.max_concurrent_renders`.
     per_tenant: Inflight,
 }
 
-/// Counts one admitted render; released on drop, whatever the outcome.
-struct Admitted<'a>(&'a AtomicUsize);
+/// Counts one admitted render; released on drop, whatever the outcome. Owned, so that a
+/// transform that outlives its request keeps counting until it really ends.
+struct Admitted(Arc<AtomicUsize>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -82,20 +83,20 @@ impl Render {
         Render {
             tenants,
             workers: Arc::new(Semaphore::new(workers)),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: workers + queue,
             per_tenant: Inflight::new(),
         }
     }
 
     /// Admission: the global bound first (cheap, protects memory), then the tenant's.
-    fn admit(&self, rt: &TenantRuntime) -> Result<(Admitted<'_>, Option<pingora_limits::inflight::Guard>), Error> {
+    fn admit(&self, rt: &TenantRuntime) -> Result<(Admitted, Option<pingora_limits::inflight::Guard>), Error> {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             metrics::limit_rejected("render_queue_full");
             return Err(Error::Overloaded);
         }
-        let admitted = Admitted(&self.in_flight);
+        let admitted = Admitted(self.in_flight.clone());
         let max = rt.tenant.limits.max_concurrent_renders;
         if max == 0 {
             return Ok((admitted, None));
@@ -112,7 +113,7 @@ impl Render {
         // the edge admitted this tenant; a reload may have removed it since: gone, as for
         // the edge from now on
         let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
-        let _admitted = self.admit(&rt)?;
+        let admitted = self.admit(&rt)?;
         let req = options::parse_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
@@ -124,7 +125,10 @@ impl Render {
             return Ok((out, etag, rt.tenant.clone()));
         }
 
-        let settings = rt.tenant.transform_settings();
+        let timeout = rt.tenant.limits.render_timeout;
+        // the transform stops at the stage after the client's answer has become a 504
+        let settings =
+            transform::Settings { deadline: Some(Instant::now() + timeout), ..rt.tenant.transform_settings() };
         let opts = req.options.clone();
         let work = async {
             let queued = Instant::now();
@@ -134,21 +138,26 @@ impl Render {
             drop(waiting);
             metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
             let transform_timer = metrics::render_span("transform").start_timer();
-            // CPU work leaves the async runtime. The permit moves into the task: a
-            // transform that outlives the render timeout still holds its worker.
+            // CPU work leaves the async runtime. The worker permit and the admission
+            // (render slot, tenant slot) move into the task: a transform that outlives the
+            // render timeout keeps counting against both until it really ends, so
+            // abandoned work cannot pile up past the limits.
             let encoded = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
+                let _held = (permit, admitted);
                 transform::run(&bytes, &opts, &settings)
             })
             .await
-            .map_err(|e| Error::Internal(format!("transform task: {e}")))??;
+            .map_err(|e| Error::Internal(format!("transform task: {e}")))?
+            .map_err(|e| match e {
+                TransformError::TimedOut => Error::RenderTimeout,
+                e => Error::Transform(e),
+            })?;
             transform_timer.observe_duration();
             let t = encoded.timings;
             metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
             Ok::<_, Error>(encoded)
         };
-        let encoded =
-            tokio::time::timeout(rt.tenant.limits.render_timeout, work).await.map_err(|_| Error::RenderTimeout)??;
+        let encoded = tokio::time::timeout(timeout, work).await.map_err(|_| Error::RenderTimeout)??;
         let out = Output {
             dims: Some((encoded.width, encoded.height)),
             bytes: encoded.bytes,

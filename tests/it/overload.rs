@@ -139,3 +139,51 @@ async fn render_timeout_is_504() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.text().await.unwrap().trim(), "render timed out");
 }
+
+/// Regression: a render that timed out kept its worker but gave its tenant slot back, so a
+/// flood of slow requests from one tenant filled every worker with abandoned transforms
+/// (large AVIF encodes) and another tenant's misses timed out behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_renders_of_one_tenant_leave_workers_to_another() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let local = |id: &str, host: &str, limits: &str| {
+        format!("{}    limits: {{{limits}}}\n", crate::harness::local_tenant_at(id, host, &images_dir()))
+    };
+    let tenants = local("slow", "slow.test", "render_timeout: 50ms, max_concurrent_renders: 1")
+        + &local("other", "other.test", "render_timeout: 5s");
+    let s = Imgedge::start(&tenants).await; // render.workers: 2
+    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+    let flood: Vec<_> = (0..6)
+        .map(|task| {
+            let (client, stop, sent, edge) = (client.clone(), stop.clone(), sent.clone(), s.edge);
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // each a distinct miss: a full-size AVIF of a 1920×1280 photo, seconds of work
+                    let path = sign(&format!("/w:{}/plain/autumn_1920x1280_q85.jpg@avif", 1900 - task * 100 - i));
+                    let r = client.get(format!("http://{edge}{path}")).header("host", "slow.test").send().await;
+                    if let Ok(r) = r {
+                        assert!(matches!(r.status().as_u16(), 429 | 504), "{}", r.status());
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    // let the flood's abandoned renders pile up
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for w in 101..104 {
+        let r = s.get("other.test", &sign(&format!("/w:{w}/plain/coffee_600x400.jpg"))).await;
+        assert_eq!(r.status(), 200, "the other tenant's miss w:{w} during the flood\n{}", s.log());
+        assert_eq!(r.headers()["x-cache"], "MISS");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.await.unwrap();
+    }
+    assert!(sent.load(Ordering::Relaxed) >= 12, "the flood ran");
+}

@@ -66,6 +66,7 @@ impl Error {
                 | TransformError::ResultTooLarge(..)
                 | TransformError::Decode(_) => 422,
                 TransformError::Encode(_) => 500,
+                TransformError::TimedOut => 504,
             },
             Error::Internal(_) => 500,
         }
@@ -105,7 +106,7 @@ impl Error {
             Error::RateLimited => "rate_limited",
             Error::TooManyRenders => "too_many_renders",
             Error::Overloaded => "overloaded",
-            Error::RenderTimeout => "render_timeout",
+            Error::RenderTimeout | Error::Transform(TransformError::TimedOut) => "render_timeout",
             Error::Transform(TransformError::Decode(_)) => "decode",
             Error::Transform(TransformError::Encode(_)) => "encode",
             Error::Transform(TransformError::UnsupportedSource)

@@ -208,6 +208,7 @@ impl Tenant {
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+            deadline: None,
     /// YAML path, e.g. `tenants[0].origins.photos.bucket`.
     pub path: String,
     pub tenant: Option<String>,

@@ -55,7 +55,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::options::{Format, Options};
 
@@ -72,11 +72,21 @@ pub struct Settings {
     /// Frames of an animated source that are decoded and written; 1 = first frame
     /// only (a still image). The pixel limit applies to the sum over these frames.
     pub max_frames: u32,
+    /// When the caller stops waiting for the result: checked between stages (after
+    /// decoding, between processing steps and frames, before encoding), so abandoned work
+    /// ends within one stage with [`TransformError::TimedOut`]. `None`: no deadline.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { default_quality: 80, max_src_pixels: 50_000_000, max_result_dim: 8192, max_frames: 1 }
+        Settings {
+            default_quality: 80,
+            max_src_pixels: 50_000_000,
+            max_result_dim: 8192,
+            max_frames: 1,
+            deadline: None,
+        }
     }
 }
 
@@ -129,6 +139,9 @@ pub enum TransformError {
     /// Encoder failure (500).
     #[error("cannot encode result: {0}")]
     Encode(String),
+    /// [`Settings::deadline`] passed; the work was abandoned (504).
+    #[error("render timed out")]
+    TimedOut,
 }
 
 /// Reads format and dimensions from the header only (no pixel decoding, no pixel

@@ -121,8 +121,17 @@ fn default_quality(format: Format, settings: &Settings) -> u8 {
     }
 }
 
+/// Stops work nobody waits for any more: `Err` once `settings.deadline` has passed.
+fn in_time(settings: &Settings) -> Result<(), TransformError> {
+    match settings.deadline {
+        Some(d) if Instant::now() >= d => Err(TransformError::TimedOut),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {
     let r = render(input, opts, settings)?;
+    in_time(settings)?;
     let start = Instant::now();
     let params = EncodeParams {
         quality: opts.quality_for(r.format, default_quality(r.format, settings)),
@@ -186,10 +195,11 @@ pub(crate) fn render(input: &[u8], opts: &Options, settings: &Settings) -> Resul
         (img, meta, plan, decode_time)
     };
 
+    in_time(settings)?;
     let mut stored = plan.to_stored(orientation);
     resolve_smart(&mut stored, &img)?;
     let job = job(&stored, orientation, opts, format);
-    img = apply(img, job)?;
+    img = apply(img, job, settings)?;
     debug_assert_eq!((img.width, img.height), plan.out_dims());
     Ok(Rendered {
         frames: vec![Frame { img, delay_ms: 0 }],
@@ -258,7 +268,7 @@ fn render_animation(
             resolve_smart(&mut stored, &img)?;
             meta = Some(m);
         }
-        let img = apply(img, job(&stored, orientation, opts, format))?;
+        let img = apply(img, job(&stored, orientation, opts, format), settings)?;
         frames.push(Frame { img, delay_ms });
     }
     let animated = frames.len() > 1;
@@ -273,9 +283,10 @@ fn render_animation(
     })
 }
 
-fn apply(img: Pixels, job: Job) -> Result<Pixels, TransformError> {
+fn apply(img: Pixels, job: Job, settings: &Settings) -> Result<Pixels, TransformError> {
     let mut ctx = Ctx { img, job };
     for step in STEPS {
+        in_time(settings)?;
         step(&mut ctx)?;
     }
     Ok(ctx.img)

@@ -289,6 +289,19 @@ fn result_limit_counts_padding_before_decoding() {
 }
 
 #[test]
+fn a_passed_deadline_stops_the_work_after_decoding() {
+    let o = Options { width: 100, ..Options::default() };
+    let late = Settings { deadline: Some(std::time::Instant::now()), ..Settings::default() };
+    assert_eq!(run(COFFEE, &o, &late).unwrap_err(), TransformError::TimedOut);
+    // cheap refusals still come first: they say more than a timeout
+    let small = Settings { max_result_dim: 50, ..late };
+    assert_eq!(run(COFFEE, &o, &small).unwrap_err(), TransformError::ResultTooLarge(100, 50));
+    let later =
+        Settings { deadline: Some(std::time::Instant::now() + Duration::from_secs(3600)), ..Settings::default() };
+    assert!(run(COFFEE, &o, &later).is_ok());
+}
+
+#[test]
 fn timings_are_reported() {
     let e = run_ok(COFFEE, &Options { width: 100, ..Options::default() });
     let t = e.timings;

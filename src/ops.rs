@@ -14,7 +14,7 @@ use pingora::protocols::http::ServerSession;
 use subtle::ConstantTimeEq;
 
 use crate::answer::Answer;
-use crate::cache::EdgeCache;
+use crate::cache::{self, EdgeCache};
 use crate::metrics;
 use crate::options;
 use crate::signature;
@@ -61,7 +61,8 @@ impl Ops {
     }
 
     /// `POST /purge?tenant=ID&url=PATH` removes every format variant of one image URL
-    /// (the path as clients request it, signature included or not);
+    /// (the path as clients request it, signature included or not), negotiated ones too;
+    /// `POST /purge?tenant=ID&source=KEY` hides every cached transform of one source;
     /// `POST /purge?tenant=ID&all=1` hides every cached entry of the tenant.
     async fn purge(&self, session: &ServerSession) -> Answer {
         let set = self.tenants.load_full();
@@ -75,28 +76,54 @@ impl Ops {
         let Some(tenant) = q.get("tenant").and_then(|id| set.get(id)).map(|rt| &rt.tenant) else {
             return Answer::plain(StatusCode::NOT_FOUND, "unknown tenant");
         };
+        let persisted = |what: &str, r: std::io::Result<u64>, mut body: serde_json::Value| match r {
+            Ok(g) => {
+                tracing::info!(tenant = %tenant.id, generation = g, "purged {what}");
+                body["generation"] = g.into();
+                Answer::json(StatusCode::OK, &body)
+            }
+            Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot persist purge: {e}")),
+        };
         if q.get("all").is_some_and(|v| v == "1" || v == "true") {
-            return match self.cache.generations.bump(&tenant.id) {
-                Ok(g) => {
-                    tracing::info!(tenant = %tenant.id, generation = g, "purged all cache entries of tenant");
-                    Answer::json(StatusCode::OK, &serde_json::json!({"tenant": tenant.id, "generation": g}))
+            let r = self.cache.generations.bump(&tenant.id);
+            return persisted("all cache entries of tenant", r, serde_json::json!({"tenant": tenant.id}));
+        }
+        if let Some(src) = q.get("source") {
+            return match options::parse_source(src, &tenant.parse_context()) {
+                Ok(source) => {
+                    let id = cache::source_id(&source);
+                    let r = self.cache.generations.bump_source(&tenant.id, &id);
+                    persisted("every transform of a source", r, serde_json::json!({"tenant": tenant.id, "source": id}))
                 }
-                Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot persist purge: {e}")),
+                Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
             };
         }
         let Some(url) = q.get("url") else {
-            return Answer::plain(StatusCode::BAD_REQUEST, "give url=PATH or all=1");
+            return Answer::plain(StatusCode::BAD_REQUEST, "give url=PATH, source=KEY or all=1");
         };
         // accept a full URL or a path; the first segment is the signature, which a purge
         // does not need to check (the caller is authenticated)
         let path = url.find("://").map_or(url.as_str(), |i| url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]));
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         let Some((_sig, rest)) = signature::split_signed_path(path) else {
             return Answer::plain(StatusCode::BAD_REQUEST, "url must be /{signature}/{options}/{source}");
         };
         match options::parse(rest, &tenant.parse_context()) {
             Ok(parsed) => {
-                let canonical = parsed.request.canonical();
-                let purged = self.cache.purge_request(&tenant.id, &canonical).await;
+                let request = parsed.request;
+                let canonical = request.canonical();
+                let source = cache::source_id(&request.source);
+                let mut purged = self.cache.purge_request(&tenant.id, &source, &canonical).await;
+                // a URL without a format on a negotiating tenant is cached once per format
+                // `Accept` chose, each under the canonical request naming it (as admission
+                // builds it); the source's format is the entry above
+                if !tenant.negotiate.is_empty() && request.options.format.is_none() && !request.options.raw {
+                    for f in &tenant.negotiate {
+                        let mut variant = request.clone();
+                        variant.options.format = Some(*f);
+                        purged += self.cache.purge_request(&tenant.id, &source, &variant.canonical()).await;
+                    }
+                }
                 Answer::json(
                     StatusCode::OK,
                     &serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged}),

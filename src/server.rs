@@ -106,7 +106,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     // only this user may talk to render: it trusts its request headers
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
-    let cache = Arc::new(EdgeCache::new(&config.cache));
+    let cache = Arc::new(EdgeCache::new(&config.cache)?);
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
     let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy));

@@ -21,7 +21,7 @@ use pingora_cache::lock::CacheKeyLockImpl;
 
 use crate::config;
 pub use front::FrontEntry;
-pub use generations::Generations;
+pub use generations::{Generation, Generations};
 pub use storage::HybridStorage;
 
 /// What the cache did for one answer: the `X-Cache` header, the metrics' `cache` label and
@@ -71,14 +71,18 @@ impl Outcome {
     }
 }
 
-/// Builds the cache key: tenant ‖ generation ‖ canonical request ‖ output format,
-/// length-prefixed so no two different tuples frame to the same bytes. The tenant id is
-/// also the user tag.
-pub fn key(tenant: &str, generation: u64, canonical: &str, format: &str) -> CacheKey {
-    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 20);
+/// Builds the cache key: tenant ‖ tenant generation ‖ source generation ‖ canonical request
+/// ‖ output format, length-prefixed so no two different tuples frame to the same bytes. The
+/// tenant id is also the user tag.
+pub fn key(tenant: &str, generation: Generation, canonical: &str, format: &str) -> CacheKey {
+    let mut primary = Vec::with_capacity(tenant.len() + canonical.len() + format.len() + 28);
     primary.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
     primary.extend_from_slice(tenant.as_bytes());
-    primary.extend_from_slice(&generation.to_be_bytes());
+    primary.extend_from_slice(&generation.tenant.to_be_bytes());
+    // a source never purged keeps the key it had before source generations existed
+    if generation.source != 0 {
+        primary.extend_from_slice(&generation.source.to_be_bytes());
+    }
     for part in [canonical, format] {
         primary.extend_from_slice(&(part.len() as u32).to_be_bytes());
         primary.extend_from_slice(part.as_bytes());
@@ -88,6 +92,11 @@ pub fn key(tenant: &str, generation: u64, canonical: &str, format: &str) -> Cach
 
 /// Every output-format component a key can have, for purging all variants of a URL.
 pub const FORMAT_VARIANTS: &[&str] = &["src", "jpeg", "png", "webp", "gif", "avif"];
+
+/// How a source is named in its generation: origin and key, as in a canonical request.
+pub fn source_id(source: &crate::options::Source) -> String {
+    format!("{}:{}", source.origin, source.key)
+}
 
 /// The hash that identifies `key` in storage.
 pub fn key_hash(key: &CacheKey) -> u128 {
@@ -107,23 +116,26 @@ pub struct EdgeCache {
 }
 
 impl EdgeCache {
-    pub fn new(settings: &config::Cache) -> Self {
+    /// Fails when the generations file is unreadable: starting without it would serve
+    /// purged entries again.
+    pub fn new(settings: &config::Cache) -> Result<Self, String> {
+        let generations = Generations::load(settings.disk.as_ref().map(|d| d.path.join("generations.json")))?;
         let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings.clone())));
         let lock: &'static CacheKeyLockImpl =
             Box::leak(pingora_cache::lock::CacheLock::new_boxed(settings.lock_timeout) as Box<CacheKeyLockImpl>);
-        let generations = Generations::load(settings.disk.as_ref().map(|d| d.path.join("generations.json")));
-        EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations }
+        Ok(EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations })
     }
 
-    pub fn key(&self, tenant: &str, canonical: &str, format: &str) -> CacheKey {
-        key(tenant, self.generations.get(tenant), canonical, format)
+    /// The key of a request for `source` (`origin:key`, see [`source_id`]).
+    pub fn key(&self, tenant: &str, source: &str, canonical: &str, format: &str) -> CacheKey {
+        key(tenant, self.generations.of(tenant, source), canonical, format)
     }
 
     /// Removes every format variant of one request; returns how many existed.
-    pub async fn purge_request(&self, tenant: &str, canonical: &str) -> usize {
+    pub async fn purge_request(&self, tenant: &str, source: &str, canonical: &str) -> usize {
         let mut n = 0;
         for f in FORMAT_VARIANTS {
-            if self.storage.remove(hash_of(&self.key(tenant, canonical, f))).await {
+            if self.storage.remove(hash_of(&self.key(tenant, source, canonical, f))).await {
                 n += 1;
             }
         }
@@ -137,8 +149,19 @@ mod tests {
 
     #[test]
     fn key_frames_components() {
-        assert_ne!(key("ab", 0, "c", "d").combined_bin(), key("a", 0, "bc", "d").combined_bin());
-        assert_ne!(key("t", 0, "/plain/x:y", "src").combined_bin(), key("t", 1, "/plain/x:y", "src").combined_bin());
-        assert_eq!(key("t", 3, "/plain/x:y", "-").combined_bin(), key("t", 3, "/plain/x:y", "-").combined_bin());
+        let g = |tenant, source| Generation { tenant, source };
+        assert_ne!(key("ab", g(0, 0), "c", "d").combined_bin(), key("a", g(0, 0), "bc", "d").combined_bin());
+        assert_ne!(
+            key("t", g(0, 0), "/plain/x:y", "src").combined_bin(),
+            key("t", g(1, 0), "/plain/x:y", "src").combined_bin()
+        );
+        assert_ne!(
+            key("t", g(0, 0), "/plain/x:y", "src").combined_bin(),
+            key("t", g(0, 1), "/plain/x:y", "src").combined_bin()
+        );
+        assert_eq!(
+            key("t", g(3, 2), "/plain/x:y", "-").combined_bin(),
+            key("t", g(3, 2), "/plain/x:y", "-").combined_bin()
+        );
     }
 }

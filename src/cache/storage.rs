@@ -483,7 +483,7 @@ mod tests {
             lock_timeout: std::time::Duration::from_secs(1),
         };
         let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
-        let k = key("t", 0, "/plain/a.jpg", "webp");
+        let k = key("t", crate::cache::Generation::default(), "/plain/a.jpg", "webp");
         let m = meta(60, true);
         let (m0, m1) = m.serialize().unwrap();
         let body = Bytes::from_static(b"body");

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pingora_limits::rate::Rate;
 
 use super::Ctx;
-use crate::cache::EdgeCache;
+use crate::cache::{self, EdgeCache};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
@@ -87,6 +87,7 @@ impl EdgeCore {
         }
         ctx.format = parsed.request.options.format.map_or("src", |f| f.ext());
         ctx.canonical = parsed.request.canonical();
+        ctx.source = cache::source_id(&parsed.request.source);
         Ok(())
     }
 }

@@ -237,9 +237,9 @@ impl EdgeApp {
     /// it or the tenant does not cache (pingora answers those). A head seen before on this
     /// thread reuses its admission (see [`memo`]) as long as the tenant set is the same
     /// (no reload since), the URL has not expired and the tenant's cache generation is the
-    /// same.
+    /// same (a tenant or source purge).
     fn admitted(&self, host: &str, path: &str, accept: Option<&[u8]>, now: SystemTime) -> Option<(Ctx, u128)> {
-        let generation = |ctx: &Ctx| ctx.tenant.as_ref().map(|t| self.core.cache.generations.get(&t.id));
+        let generation = |ctx: &Ctx| ctx.tenant.as_ref().map(|t| self.core.cache.generations.of(&t.id, &ctx.source));
         let epoch = self.core.tenants.load().epoch;
         if let Some((ctx, gen, key)) = memo::get(host, path, accept, epoch) {
             if !expired(ctx.expires, now) && generation(&ctx) == Some(gen) {

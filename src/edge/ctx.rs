@@ -15,6 +15,8 @@ pub struct Ctx {
     started: Instant,
     pub(crate) tenant: Option<Arc<Tenant>>,
     pub(crate) canonical: String,
+    /// The request's source as named in its cache generation (`cache::source_id`).
+    pub(crate) source: String,
     /// Output format part of the cache key: explicit format or `src` (keep the source's).
     pub(crate) format: &'static str,
     /// Set when the edge answered by itself (rejections).
@@ -39,6 +41,7 @@ impl Ctx {
             started: Instant::now(),
             tenant: None,
             canonical: String::new(),
+            source: String::new(),
             format: "src",
             rejected: false,
             upstream: false,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 use super::Ctx;
+use crate::cache::Generation;
 
 pub const MAX_BYTES: usize = 1 << 20;
 
@@ -23,7 +24,7 @@ struct Entry {
     ctx: Ctx,
     /// The tenant set's epoch at admission.
     epoch: u64,
-    generation: u64,
+    generation: Generation,
     key: u128,
 }
 
@@ -44,7 +45,7 @@ fn size(host: &str, path: &str, accept: Option<&[u8]>) -> usize {
 
 /// A context for this request from the admission of the same head under tenant set
 /// `epoch`, with the cache generation and key hash it had.
-pub fn get(host: &str, path: &str, accept: Option<&[u8]>, epoch: u64) -> Option<(Ctx, u64, u128)> {
+pub fn get(host: &str, path: &str, accept: Option<&[u8]>, epoch: u64) -> Option<(Ctx, Generation, u128)> {
     MEMO.with(|m| {
         let m = m.borrow();
         let e = m.map.get(&m.hasher.hash_one((host, path, accept)))?;
@@ -54,7 +55,7 @@ pub fn get(host: &str, path: &str, accept: Option<&[u8]>, epoch: u64) -> Option<
 }
 
 /// Keeps the admission of a head, made under tenant set `epoch` (or an earlier one).
-pub fn put(host: &str, path: &str, accept: Option<&[u8]>, ctx: &Ctx, epoch: u64, generation: u64, key: u128) {
+pub fn put(host: &str, path: &str, accept: Option<&[u8]>, ctx: &Ctx, epoch: u64, generation: Generation, key: u128) {
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let bytes = size(host, path, accept);
@@ -90,9 +91,10 @@ mod tests {
     fn the_memo_answers_only_the_exact_same_head() {
         let mut ctx = Ctx::new();
         ctx.canonical = "w:100/plain/a.jpg".into();
-        put("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp"), &ctx, 7, 3, 42);
+        let gen = Generation { tenant: 3, source: 1 };
+        put("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp"), &ctx, 7, gen, 42);
         let (got, generation, key) = get("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp"), 7).unwrap();
-        assert_eq!((got.canonical.as_str(), generation, key), ("w:100/plain/a.jpg", 3, 42));
+        assert_eq!((got.canonical.as_str(), generation, key), ("w:100/plain/a.jpg", gen, 42));
         assert!(get("img.test", "/sig/w:100/plain/a.jpg", None, 7).is_none(), "another Accept");
         assert!(get("img.test", "/sig/w:100/plain/a.jpg", Some(b"image/avif"), 7).is_none());
         assert!(get("other.test", "/sig/w:100/plain/a.jpg", Some(b"image/webp"), 7).is_none(), "another host");
@@ -105,7 +107,7 @@ mod tests {
         let ctx = Ctx::new();
         let long = "x".repeat(4000);
         for i in 0..2 * MAX_BYTES / 4000 {
-            put("img.test", &format!("/{i}/{long}"), None, &ctx, 0, 0, i as u128);
+            put("img.test", &format!("/{i}/{long}"), None, &ctx, 0, Generation::default(), i as u128);
         }
         // the budget holds about 250 such entries: the first ones are gone, the last is there
         assert!(get("img.test", &format!("/0/{long}"), None, 0).is_none());

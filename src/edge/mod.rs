@@ -161,7 +161,7 @@ impl ProxyHttp for Edge {
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
-        Ok(self.core.cache.key(&tenant.id, &ctx.canonical, ctx.format))
+        Ok(self.core.cache.key(&tenant.id, &ctx.source, &ctx.canonical, ctx.format))
     }
 
     fn response_cache_filter(

@@ -193,3 +193,98 @@ async fn tenants_never_share_entries() {
     assert_eq!(s.get("other.test", &path).await.headers()["x-cache"], "MISS");
     s.fill("other.test", &path).await;
 }
+
+/// GETs `path` with `accept` until it is a hit (bounded), as `Imgedge::fill` does.
+async fn fill_accepting(s: &Imgedge, path: &str, accept: &str) {
+    for _ in 0..40 {
+        let r = s.request(reqwest::Method::GET, HOST, path, &[("accept", accept)]).await;
+        let hit = r.headers().get("x-cache").is_some_and(|v| v == "HIT");
+        r.bytes().await.unwrap();
+        if hit {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} ({accept}) never became a hit\n{}", s.log());
+}
+
+async fn purge(s: &Imgedge, query: &str) -> serde_json::Value {
+    let r =
+        reqwest::Client::new().post(format!("http://{}/purge?{query}", s.ops)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{query}");
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn purge_by_url_removes_every_negotiated_variant() {
+    let tenant = local_tenant() + "    transform: {negotiate: [avif, webp]}\n";
+    let s = Imgedge::start_with(&tenant, &disk_cache("32MiB"), &admin()).await;
+    let path = sign("/w:90/plain/coffee_600x400.jpg");
+    // what browsers get: AVIF, WebP, and the source's format for the others
+    let accepts = ["image/avif,image/webp,*/*", "image/webp,*/*", "*/*"];
+    for accept in accepts {
+        fill_accepting(&s, &path, accept).await;
+    }
+    let purged = purge(&s, &format!("tenant=t1&url={path}")).await;
+    assert_eq!(purged["purged"], 3, "{purged}");
+    for accept in accepts {
+        let r = s.request(reqwest::Method::GET, HOST, &path, &[("accept", accept)]).await;
+        assert_eq!(r.headers()["x-cache"], "MISS", "{accept} after the purge");
+    }
+}
+
+#[tokio::test]
+async fn purge_by_source_hides_every_transform_of_it_across_a_restart() {
+    let mut s = Imgedge::start_with(&local_tenant(), &disk_cache("32MiB"), &admin()).await;
+    let coffee = [sign("/w:140/plain/coffee_600x400.jpg"), sign("/rs:fill:60:60/plain/coffee_600x400.jpg@webp")];
+    let other = sign("/w:140/plain/astronaut_512.jpg");
+    for p in coffee.iter().chain([&other]) {
+        s.fill(HOST, p).await;
+    }
+    // the source as a URL names it: the default origin's key, or `origin:key`
+    let r = purge(&s, "tenant=t1&source=coffee_600x400.jpg").await;
+    assert_eq!((r["source"].as_str(), r["generation"].as_u64()), (Some("local:coffee_600x400.jpg"), Some(1)), "{r}");
+    s.restart().await;
+    for p in &coffee {
+        assert_eq!(s.get(HOST, p).await.headers()["x-cache"], "MISS", "{p}: purged, and the purge was kept");
+    }
+    assert_eq!(s.get(HOST, &other).await.headers()["x-cache"], "HIT", "another source stays");
+    // a second purge of the same source by its explicit origin
+    s.fill(HOST, &coffee[0]).await;
+    let r = purge(&s, "tenant=t1&source=local:coffee_600x400.jpg").await;
+    assert_eq!(r["generation"], 2, "{r}");
+    assert_eq!(s.get(HOST, &coffee[0]).await.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test]
+async fn a_corrupt_generations_file_stops_the_start() {
+    let mut s = Imgedge::start_with(&local_tenant(), &disk_cache("32MiB"), &admin()).await;
+    purge(&s, "tenant=t1&all=1").await;
+    s.stop();
+    let file = s.dir.path().join("cache/generations.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"t1\":1"), "{text}");
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let mut child = std::process::Command::new(crate::harness::bin())
+        .arg("-c")
+        .arg(&s.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("started with a corrupt generations file");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains(&file.display().to_string()) && err.contains("corrupt"), "{err}");
+}

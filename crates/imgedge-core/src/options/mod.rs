@@ -11,7 +11,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse, parse_canonical, OriginRef, ParseContext, ParsedPath};
+pub use parse::{parse, parse_canonical, parse_source, OriginRef, ParseContext, ParsedPath};
 
 use std::fmt;
 

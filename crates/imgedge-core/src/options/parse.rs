@@ -701,6 +701,12 @@ fn is_origin_name(name: &str) -> bool {
 
 /// Picks the origin and the raw key for a decoded source. Only configured origins are ever
 /// chosen: a full URL must match one of their prefixes.
+/// The tenant's source named by `src` — a key, `origin:key` or a URL under an origin, as
+/// after `plain/` once decoded — resolved as a URL's source is (purge by source).
+pub fn parse_source(src: &str, ctx: &ParseContext<'_>) -> Result<Source, OptionError> {
+    resolve_source(src, Mode::Tenant(ctx))
+}
+
 fn resolve_source(src: &str, mode: Mode<'_>) -> Result<Source, OptionError> {
     let (origin, raw_key) = match mode {
         Mode::Canonical => match src.split_once(':') {

@@ -9,6 +9,7 @@
 //!   by the edge through pingora's session and by render and ops as `http::Response`.
 
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, Response, StatusCode};
@@ -90,10 +91,49 @@ pub fn write_tail(buf: &mut BytesMut, age: u64, vary: bool) {
     }
 }
 
+/// `Cache-Control` of an answer to a URL that expires at `expires` (seconds since the
+/// epoch), seen at `now`: `max-age` bounded by the URL's remaining lifetime, without
+/// `immutable` and `stale-if-error`, so that no browser or CDN keeps serving the URL past
+/// its expiry. The cached copy keeps the tenant's TTL: other URLs (another `exp`) share it.
+/// `None` when the header needs no change.
+pub fn expiring_cache_control(h: &ResponseHeader, expires: Option<u64>, now: SystemTime) -> Option<String> {
+    let expires = expires?;
+    let cc = h.headers.get(http::header::CACHE_CONTROL)?.to_str().ok()?;
+    let remaining = expires.saturating_sub(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    let mut out = Vec::new();
+    for directive in cc.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let name = directive.split('=').next().unwrap_or("").to_ascii_lowercase();
+        match name.as_str() {
+            "immutable" | "stale-if-error" | "stale-while-revalidate" => {}
+            "max-age" | "s-maxage" => {
+                let age = directive.split_once('=').and_then(|(_, v)| v.trim().parse::<u64>().ok()).unwrap_or(0);
+                out.push(format!("{name}={}", age.min(remaining)));
+            }
+            _ => out.push(directive.to_owned()),
+        }
+    }
+    Some(out.join(", "))
+}
+
+/// Applies [`expiring_cache_control`] to `h`.
+pub fn bound_by_expiry(h: &mut ResponseHeader, expires: Option<u64>, now: SystemTime) -> pingora_error::Result<()> {
+    if let Some(cc) = expiring_cache_control(h, expires, now) {
+        h.insert_header(http::header::CACHE_CONTROL, cc)?;
+    }
+    Ok(())
+}
+
 /// Puts pingora's answer into imgedge's form. A hit (its `Age` set by pingora) becomes
 /// exactly the header [`stored_head`] and [`write_tail`] write; any other answer loses the
-/// internal headers and gains `x-cache` (and `vary`).
-pub fn decorate(h: &mut ResponseHeader, outcome: Outcome, vary: bool) -> pingora_error::Result<()> {
+/// internal headers and gains `x-cache` (and `vary`). Either way a URL with an expiry gets
+/// its `Cache-Control` bounded by it ([`expiring_cache_control`]), as the hit path does.
+pub fn decorate(
+    h: &mut ResponseHeader,
+    outcome: Outcome,
+    vary: bool,
+    expires: Option<u64>,
+) -> pingora_error::Result<()> {
+    bound_by_expiry(h, expires, SystemTime::now())?;
     match h.headers.get(http::header::AGE).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         Some(age) if outcome.is_hit() => {
             let ranges = h.headers.contains_key(http::header::ACCEPT_RANGES);
@@ -213,7 +253,7 @@ mod tests {
         let mut pingora = stored_200();
         pingora.insert_header(http::header::AGE, 7).unwrap();
         pingora.insert_header(http::header::ACCEPT_RANGES, "bytes").unwrap();
-        decorate(&mut pingora, Outcome::Hit, true).unwrap();
+        decorate(&mut pingora, Outcome::Hit, true, None).unwrap();
         let mut via_pingora = BytesMut::new();
         via_pingora.put_slice(b"HTTP/1.1 200 OK\r\n");
         pingora.header_to_h1_wire(&mut via_pingora);
@@ -222,6 +262,19 @@ mod tests {
         write_tail(&mut raw, 7, true);
         assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&via_pingora));
         assert!(!String::from_utf8_lossy(&raw).contains(PASSTHROUGH_HEADER), "internal headers never leave");
+    }
+
+    #[test]
+    fn an_expiring_url_is_cached_downstream_until_it_expires_only() {
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let mut h = stored_200();
+        h.insert_header("cache-control", "public, max-age=31536000, immutable, stale-if-error=86400").unwrap();
+        assert_eq!(expiring_cache_control(&h, None, now), None);
+        assert_eq!(expiring_cache_control(&h, Some(1_000_600), now).as_deref(), Some("public, max-age=600"));
+        h.insert_header("cache-control", "public, max-age=60").unwrap();
+        assert_eq!(expiring_cache_control(&h, Some(1_000_600), now).as_deref(), Some("public, max-age=60"));
+        h.insert_header("cache-control", "no-store").unwrap();
+        assert_eq!(expiring_cache_control(&h, Some(1_000_600), now).as_deref(), Some("no-store"));
     }
 
     #[test]

@@ -205,10 +205,14 @@ impl EdgeApp {
             && entry.etag().is_some_and(|etag| inm[..n_inm].iter().flatten().any(|v| weak_validate_etag(v, etag)));
         let mut out = BytesMut::with_capacity(512);
         let code = if not_modified {
-            out.put_slice(&not_modified_head(&entry));
+            out.put_slice(&not_modified_head(&entry, ctx.expires, now));
             304
         } else {
-            out.put_slice(entry.head());
+            match answer::expiring_cache_control(entry.stored_header(), ctx.expires, now) {
+                // an expiring URL: the stored head with its own Cache-Control
+                Some(cc) => out.put_slice(&head_with_cache_control(entry.stored_header(), &cc)),
+                None => out.put_slice(entry.head()),
+            }
             entry.status()
         };
         answer::write_tail(&mut out, entry.age(now), ctx.vary_accept);
@@ -319,8 +323,23 @@ fn into_pingora(tcp: tokio::net::TcpStream, unread: &[u8], established: SystemTi
 
 /// The status line and headers of a 304 for `entry`, as pingora's `to_304` makes it,
 /// without the per-answer headers (`Age`, `Date`, ...) the caller appends.
-fn not_modified_head(entry: &FrontEntry) -> bytes::Bytes {
+fn not_modified_head(entry: &FrontEntry, expires: Option<u64>, now: SystemTime) -> bytes::Bytes {
     let mut h = entry.stored_header().clone();
     to_304(&mut h);
+    // infallible for a value made from a valid header value
+    let _ = answer::bound_by_expiry(&mut h, expires, now);
     answer::stored_head(&h)
+}
+
+/// `stored` as [`answer::stored_head`] writes it, with `cache_control` instead of its own.
+fn head_with_cache_control(stored: &pingora::http::ResponseHeader, cache_control: &str) -> bytes::Bytes {
+    let mut h = stored.clone();
+    match h.insert_header(http::header::CACHE_CONTROL, cache_control) {
+        Ok(()) => answer::stored_head(&h),
+        // a value we cannot set: never keep the stored one (it outlives the URL)
+        Err(_) => {
+            h.remove_header(&http::header::CACHE_CONTROL);
+            answer::stored_head(&h)
+        }
+    }
 }

@@ -207,7 +207,7 @@ impl ProxyHttp for Edge {
         if resp.headers.contains_key(PASSTHROUGH_HEADER) {
             ctx.passthrough = true;
         }
-        answer::decorate(resp, cache_outcome(session, ctx), ctx.vary_accept)
+        answer::decorate(resp, cache_outcome(session, ctx), ctx.vary_accept, ctx.expires)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {

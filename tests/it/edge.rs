@@ -215,3 +215,48 @@ async fn undecodable_source_is_rejected_and_not_cached() {
         assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     }
 }
+
+/// `max-age` of an answer whose `Cache-Control` must not outlive its URL: no `immutable`.
+fn bounded_max_age(r: &reqwest::Response) -> u64 {
+    let cc = r.headers()["cache-control"].to_str().unwrap();
+    assert!(!cc.contains("immutable") && !cc.contains("stale-if-error"), "{cc}");
+    cc.split(", ").find_map(|d| d.strip_prefix("max-age=")).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_expiring_url_is_cached_downstream_only_until_it_expires() {
+    let s = Imgedge::start(&local_tenant()).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let path = sign(&format!("/exp:{}/w:80/plain/coffee_600x400.jpg", now + 600));
+    let lifetime = 590..=600;
+
+    let miss = s.get(HOST, &path).await;
+    assert_eq!((miss.status().as_u16(), miss.headers()["x-cache"].to_str().unwrap()), (200, "MISS"));
+    assert!(lifetime.contains(&bounded_max_age(&miss)), "miss: {:?}", miss.headers());
+    let etag = miss.headers()["etag"].to_str().unwrap().to_owned();
+    s.fill(HOST, &path).await;
+
+    // the hit path: a new connection's first request
+    let fresh = || reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}{path}", s.edge);
+    let hit = fresh().get(&url).header("host", HOST).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    assert!(lifetime.contains(&bounded_max_age(&hit)), "hit path: {:?}", hit.headers());
+    let not_modified = fresh().get(&url).header("host", HOST).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert!(lifetime.contains(&bounded_max_age(&not_modified)), "304: {:?}", not_modified.headers());
+    // pingora's hit path (the hit path hands If-Modified-Since and Range to it)
+    let headers = [("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")];
+    let hit = s.request(reqwest::Method::GET, HOST, &path, &headers).await;
+    assert_eq!((hit.status().as_u16(), hit.headers()["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert!(lifetime.contains(&bounded_max_age(&hit)), "pingora hit: {:?}", hit.headers());
+    let range = s.request(reqwest::Method::GET, HOST, &path, &[("range", "bytes=0-9")]).await;
+    assert_eq!(range.status(), 206);
+    assert!(lifetime.contains(&bounded_max_age(&range)), "range: {:?}", range.headers());
+
+    // the same image without an expiry is the same cache entry, with the tenant's TTL
+    let forever = fresh().get(format!("http://{}{}", s.edge, sign("/w:80/plain/coffee_600x400.jpg")));
+    let forever = forever.header("host", HOST).send().await.unwrap();
+    assert_eq!(forever.headers()["x-cache"], "HIT");
+    assert_eq!(forever.headers()["cache-control"], "public, max-age=31536000, immutable, stale-if-error=86400");
+}

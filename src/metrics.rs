@@ -39,6 +39,7 @@ struct Metrics {
     usage_last_flush: IntGauge,
     usage_last_delivery: IntGauge,
     limit_rejections: IntCounterVec,
+    unverified_requests: IntCounterVec,
     render_workers: IntGauge,
     render_max_in_flight: IntGauge,
     config_reloads: IntCounterVec,
@@ -218,6 +219,12 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         "Requests refused by overload protection (503) or per-tenant limits (429), by reason.",
         &["reason"],
     );
+    let unverified_requests = counter_vec(
+        &r,
+        "imgedge_unverified_requests_total",
+        "Edge requests refused before their signature verified (never charged to a tenant), by tenant (empty for an unknown host) and reason.",
+        &["tenant", "reason"],
+    );
     let render_workers = gauge(&r, "imgedge_render_workers", "Configured CPU workers for transforms (render.workers).");
     let render_max_in_flight = gauge(
         &r,
@@ -258,7 +265,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         (&cache_disk_io, &["write", "read"]),
         (&usage_flushes, &["spooled", "empty", "deferred", "error"]),
         (&usage_deliveries, &["applied", "duplicate", "collision", "error"]),
-        (&limit_rejections, &["render_queue_full", "tenant_renders", "tenant_rate"]),
+        (&limit_rejections, &["render_queue_full", "tenant_renders", "tenant_rate", "unverified_address"]),
         (&config_reloads, &["applied", "rejected"]),
     ];
     for (vec, labels) in known {
@@ -303,6 +310,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         usage_last_flush,
         usage_last_delivery,
         limit_rejections,
+        unverified_requests,
         render_workers,
         render_max_in_flight,
         config_reloads,
@@ -465,6 +473,12 @@ pub fn gather() -> Vec<u8> {
 /// `tenant_renders`, `tenant_rate`.
 pub fn limit_rejected(reason: &str) {
     M.limit_rejections.with_label_values(&[reason]).inc();
+}
+
+/// One edge request refused before its signature verified: `tenant` is empty for an
+/// unknown host.
+pub fn unverified(tenant: &str, reason: &str) {
+    M.unverified_requests.with_label_values(&[tenant, reason]).inc();
 }
 
 /// The render service's bounds: CPU workers and renders in flight before 503.

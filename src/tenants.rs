@@ -30,6 +30,8 @@ pub struct TenantSet {
     by_id: HashMap<String, Arc<TenantRuntime>>,
     /// Bearer token of the admin endpoints; `None` disables them.
     pub admin_token: Option<String>,
+    /// Unverified requests per second per client address; 0 = unlimited.
+    pub unverified_rate_per_address: u32,
 }
 
 /// What a reload changed, for the log.
@@ -79,7 +81,14 @@ impl TenantSet {
             changes.removed.sort();
         }
         let epoch = previous.map_or(0, |p| p.epoch + 1);
-        Ok((TenantSet { epoch, by_host, by_id, admin_token: config.admin_token.clone() }, changes))
+        let set = TenantSet {
+            epoch,
+            by_host,
+            by_id,
+            admin_token: config.admin_token.clone(),
+            unverified_rate_per_address: config.unverified_rate_per_address,
+        };
+        Ok((set, changes))
     }
 
     /// Looks up by the `Host` header (or the HTTP/2 authority), ignoring port and case.

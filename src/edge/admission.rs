@@ -1,7 +1,13 @@
 //! Admission: everything that decides whether a request deserves any work, in order of
-//! cost — method, tenant by `Host`, rate, signature, options, expiry — shared by pingora's
+//! cost — method, tenant by `Host`, signature, rate, options, expiry — shared by pingora's
 //! path and the hit path. No I/O.
+//!
+//! Only a request whose signature verified is the tenant's: it alone is counted against the
+//! tenant's rate and in its usage. The others (unknown host, missing or bad signature) are
+//! counted apart and limited per client address, so knowing a tenant's hostname is not
+//! enough to exhaust its limits or inflate its bill.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +31,8 @@ pub(crate) struct RequestParts<'a> {
     /// The path without the query.
     pub(crate) path: &'a str,
     pub(crate) accept: Option<&'a [u8]>,
+    /// The client's address, for the limit on unverified requests (`None` on a Unix socket).
+    pub(crate) client: Option<IpAddr>,
 }
 
 /// What the edge's request handling shares with the hit path: tenants, cache, rate limits.
@@ -32,13 +40,16 @@ pub struct EdgeCore {
     /// The live tenant set (swapped by a reload).
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) cache: Arc<EdgeCache>,
-    /// Requests per tenant in the current second, for `limits.rate_per_second`.
+    /// Verified requests per tenant in the current second, for `limits.rate_per_second`.
     rate: Rate,
+    /// Unverified requests per client address in the current second.
+    unverified: Rate,
 }
 
 impl EdgeCore {
     pub fn new(tenants: Arc<Tenants>, cache: Arc<EdgeCache>) -> Self {
-        EdgeCore { tenants, cache, rate: Rate::new(std::time::Duration::from_secs(1)) }
+        let second = std::time::Duration::from_secs(1);
+        EdgeCore { tenants, cache, rate: Rate::new(second), unverified: Rate::new(second) }
     }
 
     /// Counts one request against the tenant's per-second limit; `true` when over it.
@@ -51,6 +62,24 @@ impl EdgeCore {
         false
     }
 
+    /// Whether the tenant has used its whole rate this second, without counting a request:
+    /// the hit path leaves such a request to pingora, which counts it once and refuses it.
+    pub(crate) fn at_rate(&self, tenant: &Tenant) -> bool {
+        let max_rate = tenant.limits.rate_per_second;
+        max_rate > 0 && self.rate.observe(&tenant.id, 0) >= max_rate as isize
+    }
+
+    /// Counts an unverified request of `client`; `true` when the address is over its limit.
+    fn over_unverified_rate(&self, client: Option<IpAddr>) -> bool {
+        let max = self.tenants.load().unverified_rate_per_address;
+        let Some(ip) = client else { return false };
+        if max > 0 && self.unverified.observe(&ip, 1) > max as isize {
+            metrics::limit_rejected("unverified_address");
+            return true;
+        }
+        false
+    }
+
     /// Tenant, signature, options, expiry — everything that decides whether this request
     /// deserves any work, in order of cost. `count_rate: false` leaves the rate limit to the
     /// caller (the hit path counts only requests it answers itself).
@@ -58,18 +87,16 @@ impl EdgeCore {
         if !req.get_or_head {
             return Err(Error::Method);
         }
-        let tenant = req.host.and_then(|h| self.tenants.load().resolve(h).cloned()).ok_or(Error::UnknownTenant)?;
-        ctx.tenant = Some(tenant.clone());
-        // before the signature, so a flood of bad signatures is limited too
+        let verified = self.verify(req, ctx);
+        if let Err(e) = verified {
+            // over its address's limit, an unverified client gets 429 instead of the refusal
+            return Err(if count_rate && self.over_unverified_rate(req.client) { Error::RateLimited } else { e });
+        }
+        let Some(tenant) = ctx.tenant.clone() else { return Err(Error::UnknownTenant) };
         if count_rate && self.over_rate(&tenant) {
             return Err(Error::RateLimited);
         }
-        let path = req.path;
-        let (sig, rest) =
-            signature::split_signed_path(path).ok_or(Error::Signature(signature::SignatureError::Missing))?;
-        if !tenant.allow_unsigned {
-            signature::verify(&tenant.keys, tenant.signature_size, sig, rest)?;
-        }
+        let rest = signature::split_signed_path(req.path).map_or("", |(_, rest)| rest);
         let mut parsed = options::parse(rest, &tenant.parse_context())?;
         ctx.expires = parsed.expires;
         if expired(parsed.expires, SystemTime::now()) {
@@ -89,6 +116,28 @@ impl EdgeCore {
         ctx.canonical = parsed.request.canonical();
         ctx.source = cache::source_id(&parsed.request.source);
         Ok(())
+    }
+
+    /// Tenant by `Host` and the signature: sets `ctx.tenant`, and `ctx.unverified` to the
+    /// reason when the request is not the tenant's.
+    fn verify(&self, req: &RequestParts<'_>, ctx: &mut Ctx) -> Result<(), Error> {
+        let Some(tenant) = req.host.and_then(|h| self.tenants.load().resolve(h).cloned()) else {
+            ctx.unverified = Some("unknown_host");
+            return Err(Error::UnknownTenant);
+        };
+        ctx.tenant = Some(tenant.clone());
+        let checked = match signature::split_signed_path(req.path) {
+            None => Err(signature::SignatureError::Missing),
+            Some(_) if tenant.allow_unsigned => Ok(()),
+            Some((sig, rest)) => signature::verify(&tenant.keys, tenant.signature_size, sig, rest),
+        };
+        checked.map_err(|e| {
+            ctx.unverified = Some(match e {
+                signature::SignatureError::Missing => "missing_signature",
+                signature::SignatureError::Invalid => "bad_signature",
+            });
+            Error::Signature(e)
+        })
     }
 }
 

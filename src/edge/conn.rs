@@ -196,8 +196,9 @@ impl EdgeApp {
         let Some((ctx, key)) = self.admitted(host, path, accept, now) else { return Handled::Pass };
         let Some(tenant) = ctx.tenant.clone() else { return Handled::Pass };
         let Some(entry) = self.core.cache.storage.front_get_hashed(key, now) else { return Handled::Pass };
-        // counted only now, as pingora's path counts it once; over the limit, pingora rejects
-        if self.core.over_rate(&tenant) {
+        // counted only now, for a request answered here; at the limit pingora counts it
+        // (once) and refuses it
+        if self.core.at_rate(&tenant) || self.core.over_rate(&tenant) {
             return Handled::Pass;
         }
 
@@ -251,12 +252,13 @@ impl EdgeApp {
             }
         }
         let mut ctx = Ctx::new();
-        let parts = RequestParts { get_or_head: true, host: Some(host), path, accept };
+        // unverified requests go to pingora, which limits them per address
+        let parts = RequestParts { get_or_head: true, host: Some(host), path, accept, client: None };
         if self.core.admit(&parts, &mut ctx, false).is_err() || !caches(&ctx) {
             return None;
         }
         let tenant = ctx.tenant.as_ref()?;
-        let gen = self.core.cache.generations.get(&tenant.id);
+        let gen = self.core.cache.generations.of(&tenant.id, &ctx.source);
         let key = key_hash(&cache::key(&tenant.id, gen, &ctx.canonical, ctx.format));
         // `epoch` was read before admission: a reload in between only makes the entry stale
         memo::put(host, path, accept, &ctx, epoch, gen, key);

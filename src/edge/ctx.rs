@@ -33,6 +33,9 @@ pub struct Ctx {
     pub(super) passthrough: bool,
     /// The signed URL's expiry (`exp`), seconds since the epoch.
     pub(crate) expires: Option<u64>,
+    /// Why the request is not known to be its tenant's (unknown host, missing or bad
+    /// signature): counted apart, never in the tenant's usage.
+    pub(crate) unverified: Option<&'static str>,
 }
 
 impl Ctx {
@@ -50,6 +53,7 @@ impl Ctx {
             billing_canonical: None,
             passthrough: false,
             expires: None,
+            unverified: None,
         }
     }
 
@@ -64,6 +68,10 @@ impl Ctx {
         // the canonical request is set once the request was admitted
         let operation = if self.canonical.is_empty() { "none" } else { "transform" };
         metrics::request(operation, code, cache, self.started.elapsed().as_secs_f64(), bytes);
+        if let Some(reason) = self.unverified {
+            metrics::unverified(self.tenant.as_ref().map_or("", |t| t.id.as_str()), reason);
+            return;
+        }
         if let Some(tenant) = &self.tenant {
             // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
             // does); a passthrough is counted as a request, not as a unique transform

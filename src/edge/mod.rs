@@ -54,6 +54,7 @@ impl Edge {
             host: req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()),
             path: req.uri.path(),
             accept: req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes()),
+            client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         };
         self.core.admit(&parts, ctx, true)
     }

@@ -124,7 +124,8 @@ impl Seen {
         let op = if admitted { "transform" } else { "none" };
         *self.series.entry((op.to_owned(), class, cache.to_owned())).or_default() += 1;
         self.bytes += body.len() as u64;
-        if host != "nobody.test" {
+        // an unknown host or a bad signature is nobody's: never charged to a tenant
+        if host != "nobody.test" && !path.starts_with(BAD_SIG) {
             let (miss_price, hit_price, error_price) = prices(host);
             let t = self.tenants.entry(host.to_owned()).or_default();
             let error = status >= 400;
@@ -154,6 +155,9 @@ fn future() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600
 }
 
+/// A signature segment no key makes.
+const BAD_SIG: &str = "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 /// The known mix. t1: one transform three ways (two spellings, an expiring URL: one
 /// unique transform), the same in WebP and PNG (explicit formats: two more), a
 /// cachebuster (one more), bad signatures, a missing source twice, a non-image, an
@@ -161,7 +165,7 @@ fn future() -> u64 {
 /// Returns the number of unique transforms per tenant host.
 async fn drive_mix(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> {
     let a = sign("/w:100/plain/coffee.jpg");
-    let bad_sig = "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/w:100/plain/coffee.jpg";
+    let bad_sig = format!("{BAD_SIG}/w:100/plain/coffee.jpg");
     let t1 = [
         (a.clone(), 200),
         (a.clone(), 200),
@@ -172,8 +176,8 @@ async fn drive_mix(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> 
         (sign("/w:100/plain/coffee.jpg@webp"), 200),
         (sign("/w:100/plain/coffee.jpg@png"), 200),
         (sign("/w:100/cb:1/plain/coffee.jpg"), 200),
-        (bad_sig.to_owned(), 403),
-        (bad_sig.to_owned(), 403),
+        (bad_sig.clone(), 403),
+        (bad_sig.clone(), 403),
         (sign("/w:100/plain/missing.jpg"), 404),
         (sign("/w:100/plain/missing.jpg"), 404),
         (sign("/w:100/plain/bad.jpg"), 415),
@@ -182,7 +186,7 @@ async fn drive_mix(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> 
     for (path, want) in &t1 {
         assert_eq!(seen.get(s, "img.test", path).await, *want, "{path}\n{}", s.log());
     }
-    for (path, want) in [(a.clone(), 200), (a.clone(), 200), (a.clone(), 200), (bad_sig.to_owned(), 403)] {
+    for (path, want) in [(a.clone(), 200), (a.clone(), 200), (a.clone(), 200), (bad_sig.clone(), 403)] {
         assert_eq!(seen.get(s, "two.test", &path).await, want, "{path}");
     }
     assert_eq!(seen.get(s, "nobody.test", &a).await, 404);
@@ -226,16 +230,16 @@ async fn ledger_counts_a_known_mix_exactly() {
     let uniques = drive_mix(&s, &mut seen).await;
     // the numbers this mix must give, whatever the cache did in between
     let t1 = seen.tally("img.test");
-    assert_eq!((t1.requests, t1.renders, t1.errors, t1.credits_milli), (15, 4, 6, 4000), "{t1:?}");
+    assert_eq!((t1.requests, t1.renders, t1.errors, t1.credits_milli), (13, 4, 4, 4000), "{t1:?}");
     let t2 = seen.tally("two.test");
-    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (4, 2, 1, 1, 3000), "{t2:?}");
+    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (3, 2, 1, 0, 2500), "{t2:?}");
 
     // periodic flushes bring everything into the ledger
     let path = spool_path(&s);
     let ledger = until(
         Duration::from_secs(10),
         || sqlite_ledger(&path),
-        |l| l.get("t1").map(|t| t.requests) == Some(15) && l.get("t2").map(|t| t.requests) == Some(4),
+        |l| l.get("t1").map(|t| t.requests) == Some(13) && l.get("t2").map(|t| t.requests) == Some(3),
     )
     .await;
     assert_ledger_matches(&ledger, &seen, &uniques);
@@ -255,9 +259,9 @@ async fn ledger_counts_a_known_mix_exactly() {
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["tenant"], "t1");
-    assert_eq!(rows[0]["requests"], 15);
+    assert_eq!(rows[0]["requests"], 13);
     assert_eq!(rows[0]["unique_transforms"], 4);
-    assert_eq!(rows[1]["credits"], 3.0);
+    assert_eq!(rows[1]["credits"], 2.5);
     let out =
         Command::new(bin()).args(["usage", "--tenant", "t2", "--month", &month, "-c"]).arg(&s.config).output().unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
@@ -288,7 +292,7 @@ async fn metrics_match_the_requests_made() {
     drive_mix(&s, &mut seen).await;
     // wait for a flush so the usage series have moved too
     let path = spool_path(&s);
-    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.get("t2").map(|t| t.requests) == Some(4)).await;
+    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.get("t2").map(|t| t.requests) == Some(3)).await;
 
     let text = s.ops_get("/metrics").await.text().await.unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
@@ -318,6 +322,16 @@ async fn metrics_match_the_requests_made() {
     assert_eq!(sum("imgedge_tenant_http_requests_total", &|l| l.get("tenant") == Some("t2")), t2.requests as f64);
     assert_eq!(sum("imgedge_tenant_http_requests_total", &|l| l.get("tenant") != Some("t2")), 0.0);
     assert_eq!(sum("imgedge_tenant_http_response_body_bytes_total", &|_| true), t2.bytes_out as f64);
+
+    // requests that never verified are counted apart, by tenant and reason
+    let unverified = |tenant: &str, reason: &str| {
+        sum("imgedge_unverified_requests_total", &|l| {
+            l.get("tenant") == Some(tenant) && l.get("reason") == Some(reason)
+        })
+    };
+    assert_eq!(unverified("t1", "bad_signature"), 2.0);
+    assert_eq!(unverified("t2", "bad_signature"), 1.0);
+    assert_eq!(unverified("", "unknown_host"), 1.0);
 
     // the flusher's own series
     assert!(sum("imgedge_usage_flushes_total", &|l| l.get("result") == Some("spooled")) >= 1.0);
@@ -586,4 +600,42 @@ async fn graceful_stop_and_upgrade_lose_nothing() {
     // one spool, one install id, two batches
     assert_eq!(rusqlite_count(&path, "SELECT count(DISTINCT substr(batch_id, 1, 36)) FROM batches"), 1);
     assert_eq!(rusqlite_count(&path, "SELECT count(*) FROM batches"), 2);
+}
+
+/// Regression: the tenant's rate limit and usage were charged before the signature check,
+/// so anyone who knew a tenant's hostname could 429 its traffic and inflate its bill.
+#[tokio::test]
+async fn an_unsigned_flood_neither_limits_nor_bills_the_tenant() {
+    let root = origin_root();
+    let tenant = format!(
+        "  - id: t1\n    hosts: [img.test]\n    keys: [{{key: \"{KEY}\", salt: \"{SALT}\"}}]\n    origins:\n      local: {{type: local, root: \"{}\"}}\n    limits: {{rate_per_second: 10}}\n",
+        root.path().display()
+    );
+    let extra = usage_yaml("200ms", None) + "limits:\n  unverified_rate_per_address: 20\n";
+    let s = Imgedge::start_with(&tenant, DEFAULT_CACHE, &extra).await;
+    let flood = format!("{BAD_SIG}/w:100/plain/coffee.jpg");
+    let mut statuses = BTreeMap::<u16, u64>::new();
+    for _ in 0..100 {
+        *statuses.entry(s.get("img.test", &flood).await.status().as_u16()).or_default() += 1;
+    }
+    // the flooder gets 429 past its address's limit (20 a second), 403 before it
+    let (refused, limited) = (statuses.get(&403).copied().unwrap_or(0), statuses.get(&429).copied().unwrap_or(0));
+    assert!(refused >= 20 && limited >= 1 && refused + limited == 100, "{statuses:?}");
+    // the tenant's signed traffic, within its own rate, is not limited by the flood
+    for w in [100, 110, 120] {
+        let r = s.get("img.test", &sign(&format!("/w:{w}/plain/coffee.jpg"))).await;
+        assert_eq!(r.status(), 200, "signed w:{w} after the flood");
+    }
+    // and only it reaches the ledger
+    let path = spool_path(&s);
+    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.contains_key("t1")).await;
+    // a few more flush intervals: anything else counted would have arrived by now
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ledger = sqlite_ledger(&path);
+    let t1 = &ledger["t1"];
+    assert_eq!((t1.requests, t1.errors, t1.cache_misses), (3, 0, 3), "{t1:?}");
+    let series = r#"imgedge_unverified_requests_total{reason="bad_signature",tenant="t1"}"#;
+    assert_eq!(s.metric_settled(series, 100.0).await, 100.0);
+    let series = r#"imgedge_limit_rejections_total{reason="unverified_address"}"#;
+    assert_eq!(s.metric_settled(series, limited as f64).await, limited as f64);
 }

@@ -30,9 +30,16 @@ pub struct Config {
     pub cache: Cache,
     /// Bearer token for the admin endpoints (purge); `None` disables them.
     pub admin_token: Option<String>,
+    /// Unverified requests per second per client address (`limits.unverified_rate_per_address`);
+    /// 0 = unlimited.
+    pub unverified_rate_per_address: u32,
     pub usage: Usage,
     pub tenants: Vec<Arc<Tenant>>,
 }
+
+/// Default of `limits.unverified_rate_per_address`: far above what a browser with a few
+/// stale URLs sends, far below a flood.
+pub const DEFAULT_UNVERIFIED_RATE_PER_ADDRESS: u32 = 50;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
@@ -201,6 +208,7 @@ impl Tenant {
             max_src_pixels: self.limits.max_src_pixels,
             max_result_dim: self.limits.max_result_dimension,
             max_frames: self.max_frames,
+            deadline: None,
         }
     }
 }
@@ -208,7 +216,6 @@ impl Tenant {
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-            deadline: None,
     /// YAML path, e.g. `tenants[0].origins.photos.bucket`.
     pub path: String,
     pub tenant: Option<String>,

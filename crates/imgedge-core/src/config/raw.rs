@@ -93,6 +93,9 @@ pub struct RawLimits {
     pub rate_per_second: Option<u32>,
     /// Renders (misses) in flight per tenant; 0 = unlimited.
     pub max_concurrent_renders: Option<u32>,
+    /// Top-level only: requests per second per client address that fail before their
+    /// signature verified (unknown host, missing or bad signature); 0 = unlimited.
+    pub unverified_rate_per_address: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,6 +160,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
             render,
             cache,
             admin_token,
+            unverified_rate_per_address: raw
+                .limits
+                .unverified_rate_per_address
+                .unwrap_or(super::DEFAULT_UNVERIFIED_RATE_PER_ADDRESS),
             usage,
             tenants,
         })
@@ -302,6 +306,10 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
     };
 
     let limits = limits(c, &format!("{at}.limits"), &t.limits, Some(defaults));
+    if t.limits.unverified_rate_per_address.is_some() {
+        // an unverified request is not known to be the tenant's: one limit for all
+        c.push(format!("{at}.limits.unverified_rate_per_address"), "is only a top-level limit");
+    }
     let quality = t.quality.unwrap_or(80);
     if !(1..=100).contains(&quality) {
         c.push(format!("{at}.quality"), "must be in 1..=100");

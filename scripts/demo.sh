@@ -5,9 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo build --locked --bin imgedge
-bin=target/debug/imgedge
+bin="${CARGO_TARGET_DIR:-target}/debug/imgedge"
 conf=conf/imgedge.yaml
-mkdir -p /tmp/imgedge-demo
+# runtime files (sockets, PID file, cache, usage spool) in the repository, private to this
+# user: a shared /tmp directory could be pre-created by another user
+mkdir -p -m 0700 .demo
+if [ ! -O .demo ]; then
+    echo "demo: .demo/ belongs to another user; refusing to use it" >&2
+    exit 1
+fi
+chmod 0700 .demo
 "$bin" check-config -c "$conf"
 sign() { "$bin" sign -c "$conf" --tenant demo "$1"; }
 cat <<MSG

@@ -28,16 +28,32 @@ pub struct Ops {
     pub tenants: Arc<Tenants>,
 }
 
+/// The query's parameters, `%XX` decoded once. `+` stays `+`: it is a valid character of
+/// a purged URL or source key, and reading it as a space would purge another image.
 fn query(q: Option<&str>) -> HashMap<String, String> {
     q.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-            (dec(k), dec(v))
+            let dec = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (dec(k), if is_raw_url(v) { v.to_owned() } else { dec(v) })
         })
         .collect()
+}
+
+/// A `url` value written as clients send it (a path or an absolute URL) is taken as is: its
+/// `%XX` are the URL's own encoding, which the URL parser decodes. Decoding them here too
+/// would turn `%2520` into a space. An encoded value starts with `%2F` or `http%3A`.
+fn is_raw_url(v: &str) -> bool {
+    v.starts_with('/') || v.contains("://")
+}
+
+/// Whether `given` is `token`, in time independent of both: comparing digests hides the
+/// token's length as well as its bytes.
+fn token_matches(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.as_bytes())))
 }
 
 impl Ops {
@@ -53,7 +69,7 @@ impl Ops {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if token_matches(given, token) {
             None
         } else {
             Some(Answer::plain(StatusCode::UNAUTHORIZED, "unauthorized"))
@@ -156,5 +172,28 @@ impl Ops {
             "/purge" => self.purge(session).await,
             _ => Answer::plain(StatusCode::NOT_FOUND, "not found"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_parameters_keep_plus_and_the_urls_own_encoding() {
+        let q = query(Some("tenant=a%2Db&url=/SIG/w:10/plain/a+b%2520c.jpg&source=x+y%20z.jpg"));
+        assert_eq!(q.get("tenant").map(String::as_str), Some("a-b"));
+        assert_eq!(q.get("url").map(String::as_str), Some("/SIG/w:10/plain/a+b%2520c.jpg"));
+        assert_eq!(q.get("source").map(String::as_str), Some("x+y z.jpg"));
+        let encoded = query(Some("url=%2FSIG%2Fplain%2Fa%2Bb.jpg"));
+        assert_eq!(encoded.get("url").map(String::as_str), Some("/SIG/plain/a+b.jpg"));
+    }
+
+    #[test]
+    fn tokens_compare_by_digest() {
+        assert!(token_matches("0123456789abcdef", "0123456789abcdef"));
+        assert!(!token_matches("0123456789abcdeF", "0123456789abcdef"));
+        assert!(!token_matches("0123456789abcdef0", "0123456789abcdef"));
+        assert!(!token_matches("", "0123456789abcdef"));
     }
 }

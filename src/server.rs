@@ -1,6 +1,7 @@
 //! Assembles the pingora server: edge (proxy + cache), render (Unix socket), ops.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
@@ -50,6 +51,13 @@ pub fn server_conf(config: &Config) -> Result<ServerConf, String> {
         None => ServerConf::default(),
     };
     let set = |key: &str| config.pingora.as_ref().and_then(|v| v.get(key)).is_some();
+    // relative to the config file, as every other path in it
+    let base = config.file.parent().unwrap_or(Path::new("."));
+    for (key, path) in [("pid_file", &mut conf.pid_file), ("upgrade_sock", &mut conf.upgrade_sock)] {
+        if set(key) && Path::new(path.as_str()).is_relative() {
+            *path = base.join(path.as_str()).to_string_lossy().into_owned();
+        }
+    }
     if !set("threads") {
         conf.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     }
@@ -81,6 +89,24 @@ fn raise_fd_limit() {
     }
 }
 
+/// Creates the render socket's directory (0700) or checks the one there: a directory
+/// another user owns (pre-created in a shared `/tmp`) would let them replace the socket
+/// render trusts. Root's (`/run`, `/tmp` itself) is fine.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let err = |e: std::io::Error| format!("render socket directory {}: {e}", dir.display());
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let owner = std::fs::metadata(dir).map_err(err)?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner != me && owner != 0 {
+        return Err(format!(
+            "render socket directory {} belongs to user {owner}, not to this user ({me}): refusing to use it",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Builds every service and runs until shutdown, then writes the last usage batch.
 /// Never returns on success.
 pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
@@ -95,7 +121,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
 
     let socket = config.listen.render_socket.to_string_lossy().into_owned();
     if let Some(dir) = config.listen.render_socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("render socket directory {}: {e}", dir.display()))?;
+        private_dir(dir)?;
     }
 
     // one tenant set for edge, render and ops, swapped whole by a reload (SIGHUP)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,6 @@ use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::http::HttpBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
@@ -20,6 +20,8 @@ use crate::config::{Limits, Origin, Tenant};
 use crate::error::Error;
 use crate::metrics;
 use crate::ssrf;
+
+mod local;
 
 /// A fetched original.
 #[derive(Debug)]
@@ -31,7 +33,14 @@ pub struct Fetched {
 
 /// One tenant's origins, built once at start-up.
 pub struct Origins {
-    stores: HashMap<String, Arc<dyn ObjectStore>>,
+    stores: HashMap<String, Store>,
+}
+
+/// A local directory is read by imgedge itself (opened beneath its root: no symlink or
+/// `..` leads out of it); buckets and HTTP servers through `object_store`.
+enum Store {
+    Local(PathBuf),
+    Remote(Arc<dyn ObjectStore>),
 }
 
 impl Origins {
@@ -52,11 +61,23 @@ impl Origins {
             .stores
             .get(name)
             .ok_or_else(|| Error::Options(crate::options::OptionError::UnknownOrigin(name.to_owned())))?;
-        let path = StorePath::parse(key)
-            .map_err(|_| Error::Options(crate::options::OptionError::InvalidSource(key.to_owned())))?;
-        let result =
-            tokio::time::timeout(limits.origin_timeout, fetch_capped(store.as_ref(), &path, limits.max_src_bytes))
-                .await;
+        let max = limits.max_src_bytes;
+        let fetch = async {
+            match store {
+                Store::Local(root) => {
+                    let (root, key) = (root.clone(), key.to_owned());
+                    tokio::task::spawn_blocking(move || local::fetch(&root, &key, max))
+                        .await
+                        .map_err(|e| Error::Internal(format!("local origin task: {e}")))?
+                }
+                Store::Remote(store) => {
+                    let path = StorePath::parse(key)
+                        .map_err(|_| Error::Options(crate::options::OptionError::InvalidSource(key.to_owned())))?;
+                    fetch_capped(store.as_ref(), &path, max).await
+                }
+            }
+        };
+        let result = tokio::time::timeout(limits.origin_timeout, fetch).await;
         let result = result.unwrap_or(Err(Error::OriginTimeout));
         match &result {
             Ok(f) => metrics::origin_bytes(f.bytes.len()),
@@ -215,9 +236,14 @@ fn retry(limits: &Limits) -> RetryConfig {
     }
 }
 
-fn build_store(origin: &Origin, limits: &Limits) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-    Ok(match origin {
-        Origin::Local { root } => Arc::new(LocalFileSystem::new_with_prefix(root)?),
+fn build_store(origin: &Origin, limits: &Limits) -> Result<Store, object_store::Error> {
+    Ok(Store::Remote(match origin {
+        Origin::Local { root } => {
+            // the same check object_store made: the root must exist
+            let root = std::fs::canonicalize(root)
+                .map_err(|e| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })?;
+            return Ok(Store::Local(root));
+        }
         Origin::Http { base_url, allow_private } => Arc::new(
             HttpBuilder::new()
                 .with_url(base_url.clone())
@@ -250,5 +276,5 @@ fn build_store(origin: &Origin, limits: &Limits) -> Result<Arc<dyn ObjectStore>,
             }
             Arc::new(b.build()?)
         }
-    })
+    }))
 }

@@ -288,3 +288,15 @@ async fn a_corrupt_generations_file_stops_the_start() {
     assert!(!status.success());
     assert!(err.contains(&file.display().to_string()) && err.contains("corrupt"), "{err}");
 }
+
+#[tokio::test]
+async fn purge_keeps_plus_in_the_url() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(images_dir().join("coffee_600x400.jpg"), root.path().join("a+b.jpg")).unwrap();
+    let s = Imgedge::start_with(&local_tenant_at("t1", HOST, root.path()), &disk_cache("32MiB"), &admin()).await;
+    let path = sign("/w:60/plain/a+b.jpg");
+    s.fill(HOST, &path).await;
+    let r = purge(&s, &format!("tenant=t1&url={path}")).await;
+    assert_eq!(r["purged"], 1, "`+` is part of the key, not a space: {r}");
+    assert_eq!(s.get(HOST, &path).await.headers()["x-cache"], "MISS");
+}

@@ -131,3 +131,30 @@ async fn s3_wrong_credentials_are_502_not_cached() {
         assert_eq!(r.headers()["cache-control"], "no-store");
     }
 }
+
+#[tokio::test]
+async fn local_origin_refuses_symlinks_out_of_its_root() {
+    use std::os::unix::fs::symlink;
+    let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let coffee = images_dir().join("coffee_600x400.jpg");
+    std::fs::copy(&coffee, root.path().join("coffee.jpg")).unwrap();
+    std::fs::copy(&coffee, outside.path().join("secret.jpg")).unwrap();
+    symlink("coffee.jpg", root.path().join("alias.jpg")).unwrap();
+    symlink(outside.path().join("secret.jpg"), root.path().join("escape.jpg")).unwrap();
+    symlink("../", root.path().join("up")).unwrap();
+    symlink(outside.path(), root.path().join("dir")).unwrap();
+    let s = Imgedge::start(&crate::harness::local_tenant_at("t1", "img.test", root.path())).await;
+    let status = |key: &'static str| {
+        let path = sign(&format!("/w:50/plain/{key}"));
+        let s = &s;
+        async move { s.get("img.test", &path).await.status().as_u16() }
+    };
+    assert_eq!(status("coffee.jpg").await, 200);
+    assert_eq!(status("alias.jpg").await, 200, "a symlink that stays inside the root");
+    assert_eq!(status("escape.jpg").await, 403, "a symlink to a file outside");
+    assert_eq!(status("dir/secret.jpg").await, 403, "a symlink to a directory outside");
+    let up = format!("up/{}/secret.jpg", outside.path().file_name().unwrap().to_str().unwrap());
+    let r = s.get("img.test", &sign(&format!("/w:50/plain/{up}"))).await;
+    assert_eq!(r.status(), 403, "a symlink to the root's parent");
+    assert_eq!(status("missing.jpg").await, 404);
+}

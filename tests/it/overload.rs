@@ -187,3 +187,27 @@ async fn timed_out_renders_of_one_tenant_leave_workers_to_another() {
     }
     assert!(sent.load(Ordering::Relaxed) >= 12, "the flood ran");
 }
+
+/// Regression: a hit over the tenant's rate was counted by the hit path, then again by
+/// pingora's path it was handed to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_rate_is_counted_once() {
+    let tenant = format!(
+        "{}    limits: {{rate_per_second: 5}}\n",
+        crate::harness::local_tenant_at("t1", "img.test", &images_dir())
+    );
+    let s = Imgedge::start(&tenant).await;
+    let path = sign("/w:90/plain/coffee_600x400.jpg");
+    s.fill("img.test", &path).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut limited = 0;
+    for _ in 0..15 {
+        // a new connection each: every request starts on the hit path
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = client.get(format!("http://{}{path}", s.edge)).header("host", "img.test").send().await.unwrap();
+        limited += u32::from(r.status() == 429);
+    }
+    assert!(limited >= 1, "the rate was reached");
+    let series = r#"imgedge_limit_rejections_total{reason="tenant_rate"}"#;
+    assert_eq!(s.metric_settled(series, f64::from(limited)).await, f64::from(limited));
+}

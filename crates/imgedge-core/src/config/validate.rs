@@ -552,6 +552,20 @@ tenants:
     }
 
     #[test]
+    fn the_unverified_limit_is_top_level_only() {
+        let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
+        assert_eq!(c.unverified_rate_per_address, super::super::DEFAULT_UNVERIFIED_RATE_PER_ADDRESS);
+        let top = GOOD.replace("tenants:", "limits: {unverified_rate_per_address: 0}\ntenants:");
+        assert_eq!(load_str(&top, Path::new("/tmp/x.yaml")).unwrap().unverified_rate_per_address, 0);
+        let per_tenant = GOOD.replace("presets:", "limits: {unverified_rate_per_address: 5}\n    presets:");
+        let problems = load_str(&per_tenant, Path::new("/tmp/x.yaml")).unwrap_err();
+        assert!(
+            problems.problems.iter().any(|p| p.path == "tenants[0].limits.unverified_rate_per_address"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn transform_and_cache_switch() {
         let c = load_str(GOOD, Path::new("/tmp/x.yaml")).unwrap();
         let t = &c.tenants[0];

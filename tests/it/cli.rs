@@ -64,3 +64,55 @@ async fn sign_prints_a_url_that_works() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/webp");
 }
+
+/// The render socket's directory pre-created by another user (a shared `/tmp`) would let
+/// that user replace the socket render trusts: the start is refused. Needs root to make a
+/// directory another user owns.
+#[test]
+fn a_render_socket_directory_owned_by_another_user_stops_the_start() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_err() {
+        eprintln!("not root: cannot make a directory another user owns; skipped");
+        return;
+    }
+    assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
+    let config = crate::harness::config_text(
+        dir.path(),
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+        &local_tenant(),
+    )
+    .replace(
+        &format!("render_socket: {}/render.sock", dir.path().display()),
+        &format!("render_socket: {}/render.sock", theirs.display()),
+    );
+    assert!(config.contains("theirs/render.sock"), "{config}");
+    let file = dir.path().join("imgedge.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("started with a render socket directory another user owns");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("belongs to user 65534"), "{err}");
+    assert!(!theirs.join("render.sock").exists());
+}

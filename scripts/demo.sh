@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds imgedge, starts it on the bundled demo config (conf/imgedge.yaml: local-directory
-# origin conf/demo-images/, in-memory cache) and prints signed URLs to try. Ctrl-C stops it.
+# origin conf/demo-images/, memory and disk cache and usage ledger under .demo/) and prints
+# signed URLs to try. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh

@@ -406,12 +406,11 @@ fn decode_jpeg(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, Transfor
     }
     match decode_turbo(input, h, shrink) {
         Ok(px) => Ok(px),
-        // The scan-limit refusal must stand; zune has no such guard.
+        // The scan-limit refusal must stand (zune's own limit is 100 scans).
         Err(TurboError::Refused(e)) => Err(TransformError::Decode(e)),
-        // libjpeg-turbo reports warnings (extraneous bytes, premature end of data) as
-        // errors through the TurboJPEG API, and refuses some files (12-bit, odd
-        // sampling). zune is lenient, so those still render; genuinely corrupt data
-        // fails there too and becomes `Decode`.
+        // libjpeg-turbo refuses some files (12-bit, odd sampling) that zune, being
+        // lenient, still renders; genuinely corrupt data fails there too and becomes
+        // `Decode`.
         Err(TurboError::Other(turbo)) => decode_with_image(input, ImageFormat::Jpeg, h).map_err(|e| match e {
             TransformError::Decode(zune) => TransformError::Decode(format!("{zune} (turbojpeg: {turbo})")),
             other => other,
@@ -460,8 +459,22 @@ fn decode_turbo(input: &[u8], h: &Header, shrink: u32) -> Result<Pixels, TurboEr
     let len = byte_len(w32, h32, channels).ok_or_else(|| TurboError::Other("JPEG too large".into()))?;
     let mut buf = vec![0u8; len];
     let image = turbojpeg::Image { pixels: &mut buf[..], width: w, pitch: w * channels.count(), height: hh, format };
-    dec.decompress(input, image)?;
+    if let Err(e) = dec.decompress(input, image) {
+        if !is_libjpeg_warning(&e.to_string()) {
+            return Err(e.into());
+        }
+        // TurboJPEG reports a libjpeg warning as a failure only after decoding every row
+        // (the missing data is grey, as libjpeg-based browsers show it): the image is
+        // complete. zune, the fallback, gives up on truncated progressive files.
+    }
     Pixels::new(w32, h32, channels, buf).map_err(|e| TurboError::Other(e.to_string()))
+}
+
+/// libjpeg's warnings (`JWRN_*`) that TurboJPEG turns into an error after finishing the
+/// image: truncated data, garbage between markers, corrupt entropy-coded data. Fatal
+/// errors (the scan limit among them) stop the decode and never read like these.
+fn is_libjpeg_warning(msg: &str) -> bool {
+    msg.contains("Premature end of JPEG file") || msg.contains("Corrupt JPEG data")
 }
 
 fn decode_webp(input: &[u8], h: &Header) -> Result<Pixels, TransformError> {

@@ -619,10 +619,19 @@ fn garbage_is_unsupported() {
 
 #[test]
 fn truncated_sources() {
-    // JPEG: libjpeg-turbo only warns; zune fills the missing rows: a valid image.
+    // JPEG: libjpeg-turbo only warns and fills the missing rows: a valid image.
     let cut = &AUTUMN[..AUTUMN.len() * 4 / 10];
     let e = run(cut, &opts(ResizingType::Fit, 480, 0), &Settings::default()).unwrap();
     assert_eq!(decoded(&e).dimensions(), (480, 320));
+    // The same for a progressive JPEG cut after its first scans (zune refuses those).
+    let rgb = turbojpeg::decompress(COFFEE, turbojpeg::PixelFormat::RGB).unwrap();
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_progressive(true).unwrap();
+    let progressive = c.compress_to_vec(rgb.as_deref()).unwrap();
+    for cut in [progressive.len() / 4, progressive.len() / 2] {
+        let e = run(&progressive[..cut], &opts(ResizingType::Fit, 300, 0), &Settings::default());
+        assert_eq!(decoded(&e.unwrap()).dimensions(), (300, 200), "cut at {cut}");
+    }
     // PNG, WebP, GIF: decode errors.
     for (name, bytes) in [("png", CHELSEA_PNG), ("webp", LEAF_WEBP), ("gif", CHELSEA_GIF)] {
         let cut = &bytes[..bytes.len() / 2];

@@ -215,6 +215,13 @@ impl ServeHttp for Render {
                 if let Some((w, h)) = out.dims {
                     builder = builder.header("x-result-width", w).header("x-result-height", h);
                 }
+                // `fn`/`att`: parsed again here (microseconds) rather than carried through
+                // `render`; it is stored with the response, so hits carry it too
+                if let Some(cd) =
+                    options::parse_canonical(&canonical).ok().and_then(|r| r.content_disposition(out.format))
+                {
+                    builder = builder.header("content-disposition", cd);
+                }
                 if out.passthrough {
                     metrics::render("passthrough");
                     builder = builder.header(PASSTHROUGH_HEADER, "1");

@@ -11,6 +11,7 @@ mod deploy;
 mod edge;
 mod front;
 mod hostile;
+mod imgproxy;
 mod ops;
 mod origins;
 mod overload;

@@ -7,6 +7,8 @@
 //! never `@ext`. `parse_canonical` accepts exactly this form and gives the request back.
 use std::fmt::Write;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::{Extend, Gravity, GravityType, ImageRequest, ResizingType};
@@ -50,10 +52,13 @@ impl ImageRequest {
         let o = &self.options;
         let mut s = String::with_capacity(48 + self.source.origin.len() + self.source.key.len());
         // Writing to a String cannot fail, so the fmt::Results below are ignored.
-        // Alphabetical by short name: ar, bg, bl, c, cb, dpr, el, ex, exar, f, fl, fq, g, h,
-        // jpgo, kcr, mb, mh, mw, pd, pix, q, raw, rot, rt, scp, sh, skp, sm, t, w, z.
+        // Alphabetical by short name: ar, att, bg, bl, c, cb, dpr, el, ex, exar, f, fl, fn,
+        // fq, g, h, jpgo, kcr, mb, mh, mw, pd, pix, q, raw, rot, rt, scp, sh, skp, sm, t, w, z.
         if !o.auto_rotate {
             s.push_str("/ar:0");
+        }
+        if o.return_attachment {
+            s.push_str("/att:1");
         }
         if let Some(bg) = o.background {
             let _ = write!(s, "/bg:{}", bg.hex());
@@ -84,6 +89,10 @@ impl ImageRequest {
         }
         if o.flip_horizontal || o.flip_vertical {
             let _ = write!(s, "/fl:{}:{}", bit(o.flip_horizontal), bit(o.flip_vertical));
+        }
+        if let Some(name) = &o.filename {
+            // always base64url: a name may hold `/`, `:` or bytes a header cannot carry
+            let _ = write!(s, "/fn:{}:1", URL_SAFE_NO_PAD.encode(name));
         }
         if !o.format_quality.is_empty() {
             s.push_str("/fq");

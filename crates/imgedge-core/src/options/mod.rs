@@ -306,6 +306,11 @@ pub struct Options {
     pub raw: bool,
     /// Opaque string that only changes the cache key.
     pub cachebuster: Option<String>,
+    /// `fn`/`filename`: the name (before the extension) in `Content-Disposition`;
+    /// `None` = the source key's file name.
+    pub filename: Option<String>,
+    /// `att`/`return_attachment`: `Content-Disposition: attachment` instead of `inline`.
+    pub return_attachment: bool,
 }
 
 impl Default for Options {
@@ -345,6 +350,8 @@ impl Default for Options {
             skip_processing: Vec::new(),
             raw: false,
             cachebuster: None,
+            filename: None,
+            return_attachment: false,
         }
     }
 }
@@ -375,6 +382,44 @@ pub struct ImageRequest {
     pub source: Source,
 }
 
+impl ImageRequest {
+    /// `Content-Disposition` as imgproxy writes it (`inline; filename="stem.ext"`, the
+    /// stem from `fn` or the source key, the extension from the output format), sent
+    /// only when the URL asks with `fn` or `att`. Characters a quoted header value cannot
+    /// carry are percent-encoded; a non-ASCII name also goes in RFC 6266's `filename*`.
+    pub fn content_disposition(&self, format: Format) -> Option<String> {
+        let o = &self.options;
+        if o.filename.is_none() && !o.return_attachment {
+            return None;
+        }
+        let stem = match &o.filename {
+            Some(name) => name.as_str(),
+            None => {
+                let base = self.source.key.rsplit('/').next().unwrap_or_default();
+                base.rsplit_once('.').map_or(base, |(stem, _)| stem)
+            }
+        };
+        let stem = if stem.is_empty() { "image" } else { stem };
+        let ext = if format == Format::Jpeg { "jpg" } else { format.ext() };
+        let kind = if o.return_attachment { "attachment" } else { "inline" };
+        let mut ascii = String::with_capacity(stem.len());
+        for c in stem.chars() {
+            match c {
+                '"' => ascii.push_str("%22"),
+                '\\' => ascii.push_str("%5C"),
+                c if c.is_ascii_graphic() || c == ' ' => ascii.push(c),
+                _ => ascii.push('_'),
+            }
+        }
+        let mut value = format!("{kind}; filename=\"{ascii}.{ext}\"");
+        if !stem.is_ascii() {
+            let encoded = percent_encoding::utf8_percent_encode(stem, percent_encoding::NON_ALPHANUMERIC);
+            value.push_str(&format!("; filename*=UTF-8''{encoded}.{ext}"));
+        }
+        Some(value)
+    }
+}
+
 /// Why a URL could not be parsed. Every variant maps to 400 except where noted by the
 /// error module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -395,4 +440,8 @@ pub enum OptionError {
     UnknownOrigin(String),
     #[error("invalid path: {0}")]
     InvalidPath(String),
+    /// imgproxy's security options (`msr`, `msfs`, `maf`, `mafr`, `mrd`): limits are the
+    /// tenant's configuration, never the URL's (403, as imgproxy answers by default).
+    #[error("security option {0} is not allowed: limits are set in the tenant's configuration")]
+    SecurityOption(String),
 }

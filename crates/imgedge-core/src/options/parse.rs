@@ -46,6 +46,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_DIMENSION: u32 = 65535;
 /// Largest device pixel ratio.
 pub const MAX_DPR: f64 = 8.0;
+/// Longest `fn`/`filename` in bytes (after base64 decoding): a common file-system limit.
+pub const MAX_FILENAME_LEN: usize = 255;
 /// Longest cachebuster; it is copied into every cache key.
 pub const MAX_CACHEBUSTER_LEN: usize = 256;
 /// Largest gravity offset magnitude: offsets are pixels or fractions, so anything bigger
@@ -343,6 +345,66 @@ fn apply_option(
                 return Err(invalid(name, "cachebuster must be 1-256 characters of [A-Za-z0-9._~-]"));
             }
             o.cachebuster = Some(cb.to_owned());
+        }
+        "filename" | "fn" => {
+            // fn:name[:encoded]; the name is taken as written (imgproxy does not
+            // percent-decode it), or base64url when `encoded` is true
+            max_args(name, &args, 2)?;
+            let encoded = match arg(&args, 1) {
+                "" => false,
+                e => parse_bool(e).ok_or_else(|| invalid(name, "encoded must be 1/t/true or 0/f/false"))?,
+            };
+            let text = arg(&args, 0);
+            let filename = if encoded {
+                let bytes =
+                    SOURCE_B64.decode(text.trim_end_matches('=')).map_err(|_| invalid(name, "bad base64 filename"))?;
+                String::from_utf8(bytes).map_err(|_| invalid(name, "filename is not valid UTF-8"))?
+            } else {
+                text.to_owned()
+            };
+            if filename.len() > MAX_FILENAME_LEN || filename.chars().any(char::is_control) {
+                return Err(invalid(name, "filename must be at most 255 bytes without control characters"));
+            }
+            // imgproxy: an empty name falls back to the source's
+            o.filename = (!filename.is_empty()).then_some(filename);
+        }
+        "return_attachment" | "att" => {
+            set_bool(name, "return_attachment", &mut o.return_attachment, one_arg(name, &args)?)?
+        }
+        // Accepted without effect. imgproxy uses an embedded thumbnail (HEIC/AVIF) instead
+        // of the main image when asked; imgedge always decodes the main image, so the
+        // result has the requested size either way.
+        "enforce_thumbnail" | "eth" => {
+            let mut ignored = false;
+            set_bool(name, "enforce_thumbnail", &mut ignored, one_arg(name, &args)?)?;
+        }
+        // Accepted without effect: imgproxy keeps high bit depth "if possible"; imgedge's
+        // results are always 8 bits per channel.
+        "preserve_hdr" | "ph" => {
+            let mut ignored = false;
+            set_bool(name, "preserve_hdr", &mut ignored, one_arg(name, &args)?)?;
+        }
+        "watermark" | "wm" => {
+            // wm:opacity:position:x:y:scale…; opacity 0 is imgproxy's "no watermark"
+            max_args(name, &args, 7)?;
+            let opacity = parse_float(arg(&args, 0))
+                .filter(|o| (0.0..=1.0).contains(o))
+                .ok_or_else(|| invalid(name, "opacity must be a number in 0..=1"))?;
+            if opacity > 0.0 {
+                return Err(invalid(name, "watermarks are not supported (no watermark image can be configured)"));
+            }
+        }
+        "max_src_resolution"
+        | "msr"
+        | "max_src_file_size"
+        | "msfs"
+        | "max_animation_frames"
+        | "maf"
+        | "max_animation_frame_resolution"
+        | "mafr"
+        | "max_result_dimension"
+        | "mrd" => {
+            return Err(OptionError::SecurityOption(clip(name)));
         }
         "preset" | "pr" => {
             if let Some(outer) = in_preset {

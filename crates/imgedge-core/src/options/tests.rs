@@ -523,13 +523,24 @@ fn options() -> impl Strategy<Value = Options> {
         skip_processing(),
         mostly(false, Just(true)),
         prop::option::of("[A-Za-z0-9._~-]{1,16}"),
+        mostly(None, prop::option::of("[^\\p{Cc}]{1,12}")),
+        mostly(false, Just(true)),
     );
     (geometry(), effects, output, handling).prop_map(
         |(
             geometry,
             (background, blur, sharpen, pixelate),
             (quality, format_quality, format, max_bytes, jpeg),
-            (strip_metadata, keep_copyright, strip_color_profile, skip_processing, raw, cachebuster),
+            (
+                strip_metadata,
+                keep_copyright,
+                strip_color_profile,
+                skip_processing,
+                raw,
+                cachebuster,
+                filename,
+                return_attachment,
+            ),
         )| Options {
             background,
             blur,
@@ -546,6 +557,8 @@ fn options() -> impl Strategy<Value = Options> {
             skip_processing,
             raw,
             cachebuster,
+            filename,
+            return_attachment,
             ..geometry
         },
     )
@@ -781,11 +794,30 @@ fn spell_more(o: &Options, c: &mut Choices, opts: &mut Vec<String>, extend_done:
         (o.strip_color_profile, true, ["scp", "strip_color_profile"]),
         (o.auto_rotate, true, ["ar", "auto_rotate"]),
         (o.raw, false, ["raw", "raw"]),
+        (o.return_attachment, false, ["att", "return_attachment"]),
     ];
     for (v, default, names) in flags {
         if v != default || c.flip() {
             let name = c.pick(&names);
             opts.push(format!("{name}:{}", bool_word(c, v)));
+        }
+    }
+    // accepted without effect: never part of the request
+    if c.flip() {
+        let name = c.pick(&["eth", "enforce_thumbnail", "ph", "preserve_hdr"]);
+        let v = c.flip();
+        opts.push(format!("{name}:{}", bool_word(c, v)));
+    }
+    if c.flip() {
+        opts.push(format!("{}:0", c.pick(&["wm", "watermark"])));
+    }
+    if let Some(name) = &o.filename {
+        let opt = c.pick(&["fn", "filename"]);
+        let plain = !name.contains(['/', ':']) && !name.is_empty();
+        if plain && c.flip() {
+            opts.push(format!("{opt}:{name}"));
+        } else {
+            opts.push(format!("{opt}:{}:{}", URL_SAFE_NO_PAD.encode(name), c.pick(&["1", "t", "true"])));
         }
     }
     if !o.skip_processing.is_empty() {
@@ -1024,4 +1056,133 @@ fn numbers_keep_six_decimals_and_their_meaning() {
     assert!(canon(long).len() < 40, "{}", canon(long));
     // rounded to nothing is zero, which these options refuse
     assert!(parse("/dpr:0.0000001/plain/a.jpg", &ctx).is_err());
+}
+
+/// Every option name and alias of imgproxy's open-source parser (`applyURLOption` in
+/// `options/parser/processing_options.go`, v3.30 and v4.0), each with arguments imgproxy
+/// accepts, and imgedge's answer: `None` = parses, `Some(status)` = refused with the
+/// reason the README gives for that option.
+const IMGPROXY_OPTIONS: &[(&str, &str, Option<u16>)] = &[
+    ("resize", "fill:300:200:1:1:no:5:5", None),
+    ("rs", "fit:300:200", None),
+    ("size", "300:200:1", None),
+    ("s", "300", None),
+    ("resizing_type", "fill-down", None),
+    ("rt", "force", None),
+    ("width", "300", None),
+    ("w", "300", None),
+    ("height", "200", None),
+    ("h", "200", None),
+    ("min-width", "100", None),
+    ("mw", "100", None),
+    ("min-height", "100", None),
+    ("mh", "100", None),
+    ("zoom", "1.5:2", None),
+    ("z", "2", None),
+    ("dpr", "2", None),
+    ("enlarge", "1", None),
+    ("el", "true", None),
+    ("extend", "1:so:10:5", None),
+    ("ex", "1", None),
+    ("extend_aspect_ratio", "1:no", None),
+    ("extend_ar", "1", None),
+    ("exar", "t", None),
+    ("gravity", "fp:0.3:0.7", None),
+    ("g", "sm", None),
+    ("crop", "100:100:nowe:5:5", None),
+    ("c", "0.5:0.5", None),
+    ("trim", "10:ffffff:1:1", None),
+    ("t", "5", None),
+    ("padding", "10:20:30:40", None),
+    ("pd", "10", None),
+    ("auto_rotate", "0", None),
+    ("ar", "1", None),
+    ("rotate", "90", None),
+    ("rot", "-90", None),
+    ("flip", "1:0", None),
+    ("fl", "0:1", None),
+    ("background", "255:128:0", None),
+    ("bg", "ff8800", None),
+    ("blur", "2.5", None),
+    ("bl", "1", None),
+    ("sharpen", "0.7", None),
+    ("sh", "1", None),
+    ("pixelate", "8", None),
+    ("pix", "4", None),
+    ("watermark", "0", None),
+    ("wm", "0.5:soea:10:10:0.2", Some(400)),
+    ("strip_metadata", "0", None),
+    ("sm", "1", None),
+    ("keep_copyright", "0", None),
+    ("kcr", "1", None),
+    ("strip_color_profile", "0", None),
+    ("scp", "1", None),
+    ("preserve_hdr", "1", None),
+    ("ph", "0", None),
+    ("enforce_thumbnail", "1", None),
+    ("eth", "true", None),
+    ("quality", "80", None),
+    ("q", "0", None),
+    ("format_quality", "webp:70:avif:50", None),
+    ("fq", "jpeg:85", None),
+    ("max_bytes", "100000", None),
+    ("mb", "0", None),
+    ("format", "webp", None),
+    ("f", "avif", None),
+    ("ext", "png", None),
+    ("skip_processing", "gif:png", None),
+    ("skp", "jpg", None),
+    ("raw", "1", None),
+    ("cachebuster", "v2", None),
+    ("cb", "2024-01-01", None),
+    ("expires", "4102444800", None),
+    ("exp", "0", None),
+    ("filename", "cmVwb3J0:1", None),
+    ("fn", "report", None),
+    ("return_attachment", "1", None),
+    ("att", "0", None),
+    ("preset", "thumb:webp", None),
+    ("pr", "thumb", None),
+    ("max_src_resolution", "10", Some(403)),
+    ("msr", "10.5", Some(403)),
+    ("max_src_file_size", "1048576", Some(403)),
+    ("msfs", "1048576", Some(403)),
+    ("max_animation_frames", "10", Some(403)),
+    ("maf", "10", Some(403)),
+    ("max_animation_frame_resolution", "2", Some(403)),
+    ("mafr", "2", Some(403)),
+    ("max_result_dimension", "4000", Some(403)),
+    ("mrd", "4000", Some(403)),
+];
+
+#[test]
+fn every_imgproxy_option_and_alias_parses_or_is_refused_as_documented() {
+    let ctxs = Contexts::new();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for (name, args, refused) in IMGPROXY_OPTIONS {
+        let path = format!("/{name}:{args}/plain/a.jpg");
+        let got = parse(&path, &ctxs.standard()).map_err(|e| crate::error::Error::Options(e).status());
+        match refused {
+            None => assert!(got.is_ok(), "{path}: {got:?}"),
+            Some(status) => assert_eq!(got.err(), Some(*status), "{path}"),
+        }
+        // every name is in the README, with the refusal's reason where it is refused
+        assert!(readme.contains(&format!("`{name}`")), "README does not list `{name}`");
+    }
+}
+
+#[test]
+fn content_disposition_follows_imgproxy() {
+    let ctxs = Contexts::new();
+    let cd = |path: &str, f: Format| parse(path, &ctxs.standard()).unwrap().request.content_disposition(f);
+    assert_eq!(cd("/w:10/plain/dir/photo.v2.jpg", Format::Webp), None, "only when asked");
+    assert_eq!(cd("/att:1/plain/dir/photo.v2.jpg", Format::Webp).unwrap(), "attachment; filename=\"photo.v2.webp\"");
+    assert_eq!(cd("/fn:report/plain/dir/photo.jpg", Format::Jpeg).unwrap(), "inline; filename=\"report.jpg\"");
+    assert_eq!(cd("/att:1/plain/dir/.jpg", Format::Png).unwrap(), "attachment; filename=\"image.png\"");
+    // quotes and backslashes cannot end the quoted string; non-ASCII also goes in filename*
+    let name = URL_SAFE_NO_PAD.encode("a\"b\\c é");
+    assert_eq!(
+        cd(&format!("/fn:{name}:1/plain/x.jpg"), Format::Avif).unwrap(),
+        "inline; filename=\"a%22b%5Cc _.avif\"; filename*=UTF-8''a%22b%5Cc%20%C3%A9.avif"
+    );
 }

@@ -91,6 +91,8 @@ async fn urls_from_imgproxy_builders_work_unchanged() {
         ),
         // options imgedge accepts without effect, as builders emit them
         (format!("/enforce_thumbnail:1/preserve_hdr:1/watermark:0/w:150/plain/{src}"), (Jpeg, 150, 100)),
+        // `skp:svg` (imgedge never reads SVG) and an empty `cb:` (no cachebuster)
+        (format!("/skp:svg/cb:/w:150/plain/{src}"), (Jpeg, 150, 100)),
     ];
     for (path, want) in &cases {
         let a = get(&s, path).await;

@@ -324,6 +324,11 @@ fn apply_option(
                 if a.is_empty() {
                     return Err(invalid(name, "empty format"));
                 }
+                // formats imgproxy names but imgedge never reads: such a source is a 415
+                // whatever `skp` says, so skipping them changes nothing
+                if ["svg", "heic", "jxl"].iter().any(|f| a.eq_ignore_ascii_case(f)) {
+                    continue;
+                }
                 let f = Format::from_ext(a).ok_or_else(|| OptionError::UnsupportedFormat(clip(a)))?;
                 o.skip_processing.push(f);
             }
@@ -337,6 +342,8 @@ fn apply_option(
             // imgproxy treats 0 as "no expiry"
             st.expires = (t > 0).then_some(t);
         }
+        // imgproxy: an empty `cb:` removes the cachebuster
+        "cachebuster" | "cb" if args == [""] => o.cachebuster = None,
         "cachebuster" | "cb" => {
             let cb = one_arg(name, &args)?;
             let ok = cb.len() <= MAX_CACHEBUSTER_LEN

@@ -6,7 +6,8 @@ Python 3 standard library only, and deterministic (no clocks, no randomness): ru
 again rewrites the same bytes. Run from anywhere: scripts/gen-hostile.py
 
 generated.tsv columns: file, expected status, then for a 200 the source width and height
-(the result must fit inside them and the requested width), then why.
+(the result must fit inside them and the requested width), the expected status when the
+tenant keeps animations (GIF and WebP take the animation decoder), then why.
 """
 
 import base64
@@ -17,13 +18,16 @@ import zlib
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "hostile")
 PREFIX = "gen_"
-CASES = []  # (name, status, width, height, why)
+CASES = []  # (name, status, width, height, status with animations kept, why, bytes)
 
 
-def case(name, status, why, dims=(0, 0)):
+def case(name, status, why, dims=(0, 0), animated=None):
+    """`animated`: the status when the tenant keeps animations, if it differs (only the
+    first frame is decoded otherwise, so a bad later frame goes unseen)."""
+
     def wrap(fn):
         data = fn()
-        CASES.append((name, status, dims[0], dims[1], why, data))
+        CASES.append((name, status, dims[0], dims[1], status if animated is None else animated, why, data))
         return fn
 
     return wrap
@@ -313,6 +317,16 @@ def _():
     return gif(16, 16, [(0, 0, 16, 16, None)], trailer=False)[:-60]
 
 
+@case("gif_anim_300_frames.gif", 200, "300 frames of 4x4 (animations keep at most max_frames)", (4, 4))
+def _():
+    return gif(4, 4, [(0, 0, 4, 4, None)] * 300)
+
+
+@case("gif_anim_frames_past_screen.gif", 200, "frames overhanging the screen's edge are clipped", (4, 4))
+def _():
+    return gif(4, 4, [(0, 0, 4, 4, None), (2, 2, 4, 4, None), (3, 0, 8, 1, None)])
+
+
 @case("gif_no_frames.gif", 422, "header and trailer, no image")
 def _():
     return gif(16, 16, [])
@@ -369,11 +383,33 @@ def _():
     return riff(vp8l_dims(16383, 16383))
 
 
+def anmf(w, h, image=VP8L, x=0, y=0):
+    head = (x // 2).to_bytes(3, "little") + (y // 2).to_bytes(3, "little")
+    head += (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little") + b"\x64\0\0\0"
+    return b"ANMF" + struct.pack("<I", len(head) + len(image)) + head + image
+
+
+ANIM = b"ANIM" + struct.pack("<I", 6) + b"\0\0\0\0\0\0"
+
+
 @case("webp_anim_canvas_16777216.webp", 422, "animated, 2^24 x 2^24 canvas")
 def _():
-    anmf = b"ANMF" + struct.pack("<I", 16 + len(VP8L)) + b"\0" * 6 + b"\0\0\0" + b"\0\0\0" + b"\x64\0\0\0" + VP8L
-    anim = b"ANIM" + struct.pack("<I", 6) + b"\0\0\0\0\0\0"
-    return riff(vp8x(1 << 24, 1 << 24, flags=0x02), anim, anmf)
+    return riff(vp8x(1 << 24, 1 << 24, flags=0x02), ANIM, anmf(1, 1))
+
+
+@case("webp_anim_valid_3_frames.webp", 200, "control: animated, three 1x1 frames", (1, 1))
+def _():
+    return riff(vp8x(1, 1, flags=0x02), ANIM, anmf(1, 1), anmf(1, 1), anmf(1, 1))
+
+
+@case("webp_anim_frame_16383.webp", 200, "1x1 animation, 2nd frame claims 16383x16383", (1, 1), animated=422)
+def _():
+    return riff(vp8x(1, 1, flags=0x02), ANIM, anmf(1, 1), anmf(16383, 16383, vp8l_dims(16383, 16383)))
+
+
+@case("webp_anim_frame_outside_canvas.webp", 200, "2x2 animation, 2nd frame at 1000,1000", (2, 2), animated=422)
+def _():
+    return riff(vp8x(2, 2, flags=0x02), ANIM, anmf(1, 1), anmf(1, 1, x=1000, y=1000))
 
 
 @case("webp_riff_only.webp", 422, "RIFF/WEBP header and nothing else")
@@ -733,12 +769,12 @@ def main():
         if old.startswith(PREFIX):
             os.remove(os.path.join(OUT, old))
     total = 0
-    lines = ["# written by scripts/gen-hostile.py: file, status, source width, source height, why"]
-    for name, status, w, h, why, data in CASES:
+    lines = ["# written by scripts/gen-hostile.py: file, status, source width, source height, animated status, why"]
+    for name, status, w, h, anim, why, data in CASES:
         with open(os.path.join(OUT, PREFIX + name), "wb") as f:
             f.write(data)
         total += len(data)
-        lines.append("\t".join([PREFIX + name, str(status), str(w), str(h), why]))
+        lines.append("\t".join([PREFIX + name, str(status), str(w), str(h), str(anim), why]))
     with open(os.path.join(OUT, "generated.tsv"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("%d files, %d bytes" % (len(CASES), total), file=sys.stderr)

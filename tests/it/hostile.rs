@@ -140,12 +140,14 @@ const GENERATED_TABLE: &str = "generated.tsv";
 /// 49 MP grey image (49 MB) on each of the two workers; every bomb would need gigabytes.
 const GENERATED_RSS_BOUND: u64 = 400 << 20;
 
-/// One row of generated.tsv: file, expected status, source width and height (for a 200).
+/// One row of generated.tsv: file, expected status, source width and height (for a 200),
+/// expected status when the tenant keeps animations.
 struct Generated {
     file: String,
     status: u16,
     width: u32,
     height: u32,
+    animated: u16,
 }
 
 fn generated() -> Vec<Generated> {
@@ -155,12 +157,13 @@ fn generated() -> Vec<Generated> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            assert!(f.len() >= 4, "bad row: {l}");
+            assert!(f.len() >= 5, "bad row: {l}");
             Generated {
                 file: f[0].to_owned(),
                 status: f[1].parse().unwrap(),
                 width: f[2].parse().unwrap(),
                 height: f[3].parse().unwrap(),
+                animated: f[4].parse().unwrap(),
             }
         })
         .collect()
@@ -184,20 +187,38 @@ async fn generated_hostile_files_get_their_answer_with_bounded_memory() {
     assert_eq!(on_disk, listed, "tests/data/hostile/gen_* and generated.tsv disagree: run scripts/gen-hostile.py");
 
     let render = "render:\n  workers: 2\n  queue: 400\n";
-    let s = Imgedge::start_with(&tenants("http://127.0.0.1:1/"), DEFAULT_CACHE, render).await;
+    // a second tenant keeps animations, so GIF and WebP also take the animation decoder
+    let anim = format!(
+        r#"  - id: anim
+    hosts: [anim.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      files: {{type: local, root: "{}"}}
+    transform: {{max_frames: 50}}
+"#,
+        hostile_dir().display()
+    );
+    let s = Imgedge::start_with(&(tenants("http://127.0.0.1:1/") + &anim), DEFAULT_CACHE, render).await;
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     // two rounds with distinct widths, so the 200s are rendered twice, not hits
+    let animatable = |f: &str| f.ends_with(".gif") || f.ends_with(".webp");
+    let requests = rows
+        .iter()
+        .map(|r| ("local.test", r))
+        .chain(rows.iter().filter(|r| animatable(&r.file)).map(|r| ("anim.test", r)));
+    let requests: Vec<_> = requests.collect();
     for round in 0..2u32 {
-        for row in &rows {
-            let width = 100 + round;
+        for (host, row) in &requests {
+            let (host, width) = (*host, 100 + round);
             let path = sign(&format!("/w:{width}/plain/{}@webp", row.file));
             let (client, url) = (client.clone(), format!("http://{}{}", s.edge, path));
-            let (file, want, src) = (row.file.clone(), row.status, (row.width, row.height));
+            let want = if host == "anim.test" { row.animated } else { row.status };
+            let (file, src) = (format!("{host} {}", row.file), (row.width, row.height));
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let r = client.get(url).header("host", "local.test").send().await;
+                let r = client.get(url).header("host", host).send().await;
                 let r = r.unwrap_or_else(|e| panic!("{file}: {e}"));
                 let (status, headers) = (r.status().as_u16(), r.headers().clone());
                 let body = r.bytes().await.unwrap_or_else(|e| panic!("{file}: {e}"));

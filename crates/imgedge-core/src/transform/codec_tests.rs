@@ -538,3 +538,14 @@ fn bmp_output_is_unsupported() {
         Err(TransformError::UnsupportedOutput(Format::Bmp))
     );
 }
+
+#[test]
+fn gif_frames_overhanging_the_screen_are_clipped_in_animations() {
+    // 4x4 screen; the 2nd frame is 4x4 at (2, 2), the 3rd 8x1 at (3, 0)
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/hostile/gen_gif_anim_frames_past_screen.gif");
+    let bytes = std::fs::read(path).unwrap();
+    let h = decode::read_header(&bytes).unwrap();
+    let anim = decode::decode_animation(&bytes, &h, 10).unwrap();
+    assert_eq!(anim.frames.len(), 3);
+    assert!(anim.frames.iter().all(|f| (f.img.width, f.img.height) == (4, 4)));
+}

@@ -322,7 +322,14 @@ pub(crate) fn decode_animation(input: &[u8], h: &Header, max_frames: u32) -> Res
         return Ok(Animation { frames: vec![super::encode::Frame { img, delay_ms: 0 }], loop_count: 0 });
     }
     let derr = |e: image::ImageError| TransformError::Decode(e.to_string());
-    let limits = image_limits(h);
+    let mut limits = image_limits(h);
+    if h.format == Format::Gif {
+        // A GIF frame may overhang the logical screen: browsers clip it, and so do the
+        // still decoder and the compositing here. `max_alloc` still bounds each frame's
+        // buffer, so only the per-frame size check against the screen is dropped.
+        limits.max_image_width = None;
+        limits.max_image_height = None;
+    }
     let (frames, loops) = if h.format == Format::Gif {
         let mut dec = GifDecoder::new(Cursor::new(input)).map_err(derr)?;
         dec.set_limits(limits).map_err(derr)?;

@@ -48,6 +48,9 @@ fn hit<'a>(tenant: &'a str, key: BillingKey) -> Request<'a> {
         cache: CacheOutcome::Hit,
         bytes_out: 23_456,
         billing_key: Some(key),
+        site: Some("shop.example"),
+        content_type: 2,
+        micros: 400,
     }
 }
 

@@ -25,6 +25,17 @@ pub const REQUEST_HEADER: &str = "x-imgedge-request";
 /// the edge (a passthrough is not a transform) and never sent to a client.
 pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
 
+/// Render's answer to the edge: `{origin fetch µs} {render µs}` (the fetch part `-` when
+/// nothing was fetched), read and removed by the edge before caching (request log).
+pub const TIMING_HEADER: &str = "x-imgedge-timing";
+
+/// Parses a [`TIMING_HEADER`] value: (origin µs, render µs).
+pub fn parse_timing(v: &[u8]) -> (Option<u64>, Option<u64>) {
+    let text = std::str::from_utf8(v).unwrap_or("");
+    let mut parts = text.split(' ').map(|p| p.parse::<u64>().ok());
+    (parts.next().flatten(), parts.next().flatten())
+}
+
 /// Headers a hit answer sets itself (never copied from the stored response), and internal
 /// ones that never leave.
 const NOT_STORED: [HeaderName; 8] = [

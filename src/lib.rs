@@ -5,7 +5,7 @@
 //! crate is the server around it: [`edge`] (the public listener: admission, the hit path,
 //! the proxy), [`cache`] (storage tiers, the front of ready hits, generations), [`render`]
 //! (origin fetch and transform on a Unix socket), [`ops`] (health, metrics, purge),
-//! [`usage`] (metering), [`answer`] (every error answer), [`tenants`] (the live tenant
+//! [`usage`] (metering), [`reqlog`] (the request log), [`answer`] (every error answer), [`tenants`] (the live tenant
 //! set), [`reload`] (signals: config reload, self-started upgrade) and [`server`] (assembly).
 //! README.md § Architecture has the code map.
 
@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ops;
 pub mod reload;
 pub mod render;
+pub mod reqlog;
 pub mod server;
 pub mod tenants;
 pub mod usage;

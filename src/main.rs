@@ -1,4 +1,4 @@
-//! imgedge command line: `serve` (default), `check-config`, `sign`, `usage`.
+//! imgedge command line: `serve` (default), `check-config`, `sign`, `usage`, `hash-token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,9 @@ enum Command {
         /// Options and source, e.g. `rs:fill:400:300/plain/photo.jpg@webp`.
         path: String,
     },
+    /// Print the SHA-256 of a token read from standard input (one line), for a tenant's
+    /// `usage_token_sha256`.
+    HashToken,
     /// Print the usage ledger's totals per month and tenant (PostgreSQL if configured,
     /// else the SQLite spool).
     Usage {
@@ -68,6 +71,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashToken = command {
+        // needs no config: run where the token is made
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        let token = token.trim_end_matches(['\r', '\n']);
+        if token.len() < 16 {
+            bail!("a token must be at least 16 characters");
+        }
+        println!("{}", imgedge::ops::token_sha256_hex(token));
+        return Ok(());
+    }
     // A server reads its file again on reload and upgrade, after pingora's daemon mode has
     // left the working directory: it keeps the absolute path (and so do the relative paths
     // inside, which are relative to the file).
@@ -101,11 +115,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Usage { tenant, month, json } => {
-            let out = usage::report::report(&config, tenant.as_deref(), month.as_deref(), json)
+            let out = usage::report::report(&config.usage, tenant.as_deref(), month.as_deref(), json)
                 .map_err(anyhow::Error::msg)?;
             print!("{out}");
             Ok(())
         }
+        Command::HashToken => Ok(()),
         Command::Serve => {
             init_logging();
             server::run(config, cli.daemon, cli.upgrade).map_err(anyhow::Error::msg)

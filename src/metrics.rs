@@ -38,6 +38,7 @@ struct Metrics {
     usage_unspooled_requests: IntGauge,
     usage_last_flush: IntGauge,
     usage_last_delivery: IntGauge,
+    request_log_dropped: IntCounter,
     limit_rejections: IntCounterVec,
     unverified_requests: IntCounterVec,
     render_workers: IntGauge,
@@ -52,7 +53,7 @@ struct Metrics {
 
 /// Config sections a reload (`SIGHUP`) does not apply: a change there needs a restart or a
 /// graceful upgrade. The `section` label of `imgedge_config_needs_upgrade`.
-pub const UPGRADE_SECTIONS: &[&str] = &["pingora", "listen", "render", "cache", "usage"];
+pub const UPGRADE_SECTIONS: &[&str] = &["pingora", "listen", "render", "cache", "usage", "log"];
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -213,6 +214,12 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         "imgedge_usage_last_delivery_timestamp_seconds",
         "Unix time of the last batch acknowledged by PostgreSQL.",
     );
+    let request_log_dropped = IntCounter::new(
+        "imgedge_request_log_dropped_total",
+        "Request log lines dropped because the writer was behind (the queue was full).",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(request_log_dropped.clone())).unwrap_or_else(|e| panic!("{e}"));
     let limit_rejections = counter_vec(
         &r,
         "imgedge_limit_rejections_total",
@@ -309,6 +316,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         usage_unspooled_requests,
         usage_last_flush,
         usage_last_delivery,
+        request_log_dropped,
         limit_rejections,
         unverified_requests,
         render_workers,
@@ -459,6 +467,10 @@ pub fn usage_last_flush(unix_seconds: u64) {
 
 pub fn usage_last_delivery(unix_seconds: u64) {
     M.usage_last_delivery.set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+}
+
+pub fn request_log_dropped() {
+    M.request_log_dropped.inc();
 }
 
 /// The Prometheus text exposition of every metric.

@@ -1,6 +1,7 @@
-//! The ops listener: health, liveness, readiness, Prometheus metrics, and the
-//! authenticated admin endpoints (cache purge), on an address that can stay private
-//! while the edge is public.
+//! The ops listener: health, liveness, readiness, Prometheus metrics, the authenticated
+//! admin endpoints (cache purge) and the usage API (the admin token, or a tenant's own
+//! read token for its own usage), on an address that can stay private while the edge is
+//! public.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::answer::Answer;
 use crate::cache::{self, EdgeCache};
+use crate::config::Usage;
 use crate::metrics;
 use crate::options;
 use crate::signature;
@@ -26,6 +28,24 @@ pub struct Ops {
     pub cache: Arc<EdgeCache>,
     /// The live tenant set, with the admin token (`None` disables the admin endpoints).
     pub tenants: Arc<Tenants>,
+    /// Where the usage ledger is, for `GET /usage`.
+    pub usage: Usage,
+}
+
+/// Hex SHA-256 of a token, as a tenant's `usage_token_sha256` holds it.
+pub fn token_sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bearer(session: &ServerSession) -> &str {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
 }
 
 /// The query's parameters, `%XX` decoded once. `+` stays `+`: it is a valid character of
@@ -62,14 +82,7 @@ impl Ops {
         let Some(token) = &set.admin_token else {
             return Some(Answer::plain(StatusCode::NOT_FOUND, "admin endpoints are disabled"));
         };
-        let given = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if token_matches(given, token) {
+        if token_matches(bearer(session), token) {
             None
         } else {
             Some(Answer::plain(StatusCode::UNAUTHORIZED, "unauthorized"))
@@ -150,6 +163,50 @@ impl Ops {
     }
 }
 
+impl Ops {
+    /// `GET /usage?tenant=ID&month=YYYY-MM`: what `imgedge usage --json` prints for that
+    /// tenant (and month, if given). The admin token reads any tenant (or all, without
+    /// `tenant`); a tenant's read token (`usage_token_sha256`) reads that tenant only. Any
+    /// other token is 401, the same whether the tenant exists or not.
+    async fn usage(&self, session: &ServerSession) -> Answer {
+        if session.req_header().method != Method::GET {
+            return Answer::plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        let set = self.tenants.load_full();
+        let q = query(session.req_header().uri.query());
+        let tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
+        let given = bearer(session);
+        let admin = set.admin_token.as_ref().is_some_and(|t| token_matches(given, t));
+        let own = || {
+            let hash = {
+                use sha2::Digest;
+                sha2::Sha256::digest(given.as_bytes())
+            };
+            let t = tenant.as_deref().and_then(|id| set.get(id))?;
+            let want = t.tenant.usage_token_sha256?;
+            bool::from(hash.as_slice().ct_eq(want.as_slice())).then_some(())
+        };
+        if !admin && (given.is_empty() || own().is_none()) {
+            return Answer::plain(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+        let month = q.get("month").filter(|m| !m.is_empty()).cloned();
+        let settings = self.usage.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            crate::usage::report::report(&settings, tenant.as_deref(), month.as_deref(), true)
+        })
+        .await;
+        match report {
+            Ok(Ok(json)) => Answer::text(StatusCode::OK, "application/json", json.into_bytes()),
+            Ok(Err(e)) if e.starts_with("--month") => Answer::plain(StatusCode::BAD_REQUEST, "month must be YYYY-MM"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "usage API: cannot read the ledger");
+                Answer::plain(StatusCode::SERVICE_UNAVAILABLE, "the usage ledger cannot be read")
+            }
+            Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}")),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Ops {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -170,6 +227,7 @@ impl Ops {
                 Answer::text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::gather())
             }
             "/purge" => self.purge(session).await,
+            "/usage" => self.usage(session).await,
             _ => Answer::plain(StatusCode::NOT_FOUND, "not found"),
         }
     }

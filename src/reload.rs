@@ -33,6 +33,7 @@ struct Fixed {
     render: config::Render,
     cache: config::Cache,
     usage: config::Usage,
+    request_log: Option<config::RequestLog>,
 }
 
 impl Fixed {
@@ -43,6 +44,7 @@ impl Fixed {
             render: c.render.clone(),
             cache: c.cache.clone(),
             usage: c.usage.clone(),
+            request_log: c.request_log.clone(),
         }
     }
 
@@ -64,6 +66,9 @@ impl Fixed {
         }
         if self.usage != c.usage {
             out.push("usage");
+        }
+        if self.request_log != c.request_log {
+            out.push("log");
         }
         out
     }
@@ -219,12 +224,13 @@ fn streams() -> std::io::Result<Streams> {
     })
 }
 
-/// Replaces the default action of `SIGHUP` and `SIGUSR2` (terminate) as early as
-/// possible: one that arrives before [`Signals`] listens is then dropped, not fatal.
+/// Replaces the default action (terminate) of `SIGHUP`, `SIGUSR1` (the request log's
+/// reopen) and `SIGUSR2` as early as possible: one that arrives before its listener is
+/// then dropped, not fatal.
 pub fn hold_signals() {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_io().build() else { return };
     rt.block_on(async {
-        for kind in [SignalKind::hangup(), SignalKind::user_defined2()] {
+        for kind in [SignalKind::hangup(), SignalKind::user_defined1(), SignalKind::user_defined2()] {
             if let Err(e) = signal(kind) {
                 tracing::warn!(error = %e, "cannot handle signal {}", kind.as_raw_value());
             }

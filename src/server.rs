@@ -20,6 +20,7 @@ use crate::edge::{Edge, EdgeApp, EdgeCore};
 use crate::ops::Ops;
 use crate::reload::{self, Reloader, Signals, Upgrade};
 use crate::render::Render;
+use crate::reqlog;
 use crate::tenants::Tenants;
 use crate::usage;
 
@@ -143,11 +144,18 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
 
     server.add_service(background_service("cache", CacheLifecycle(cache.storage)));
     server.add_service(background_service("usage", usage::Service(usage.clone())));
+    if let Some(log) = &config.request_log {
+        server.add_service(background_service("request log", reqlog::Service(log.clone())));
+    }
     server.add_service(render_svc);
     server.add_service(edge_svc);
     if let Some(addr) = &config.listen.ops {
-        let ops =
-            Ops { render_socket: config.listen.render_socket.clone(), cache: cache.clone(), tenants: tenants.clone() };
+        let ops = Ops {
+            render_socket: config.listen.render_socket.clone(),
+            cache: cache.clone(),
+            tenants: tenants.clone(),
+            usage: config.usage.clone(),
+        };
         let mut ops = Service::new("ops".to_owned(), HttpServer::new_app(ops));
         ops.threads = Some(1);
         ops.add_tcp(addr);
@@ -159,5 +167,6 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     // every service has stopped (SIGTERM, or SIGQUIT after handing the listeners to an
     // upgrade's new process): nothing can be counted any more, so this batch is the last
     usage.final_flush();
+    reqlog::flush(std::time::Duration::from_secs(2));
     std::process::exit(0)
 }

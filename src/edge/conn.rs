@@ -28,6 +28,7 @@ use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 
 use super::admission::{expired, RequestParts};
+use super::ctx::Finished;
 use super::threads::{self, adopt};
 use super::{caches, memo, Ctx, Edge, EdgeCore};
 use crate::answer;
@@ -99,6 +100,8 @@ impl EdgeApp {
             return self.proxy.process_new(stream, shutdown).await;
         };
         drop(stream);
+        // once per connection: the request log's client address
+        let client = tcp.peer_addr().ok().map(|a| a.ip());
         let mut buf = BytesMut::with_capacity(2048);
         let mut shutdown_rx = shutdown.clone();
         loop {
@@ -106,7 +109,7 @@ impl EdgeApp {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut req = httparse::Request::new(&mut headers);
                 match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => Some((self.serve(&req, &mut tcp).await, n)),
+                    Ok(httparse::Status::Complete(n)) => Some((self.serve(&req, &mut tcp, client).await, n)),
                     Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
                     // too long or malformed: pingora answers that
                     _ => Some((Handled::Pass, 0)),
@@ -142,7 +145,12 @@ impl EdgeApp {
 
     /// Answers the parsed head `req` if it is a fresh front-cache hit this path can serve
     /// exactly as pingora would.
-    async fn serve(&self, req: &httparse::Request<'_, '_>, stream: &mut tokio::net::TcpStream) -> Handled {
+    async fn serve(
+        &self,
+        req: &httparse::Request<'_, '_>,
+        stream: &mut tokio::net::TcpStream,
+        client: Option<std::net::IpAddr>,
+    ) -> Handled {
         if req.version != Some(1) {
             return Handled::Pass;
         }
@@ -157,7 +165,7 @@ impl EdgeApp {
             return Handled::Pass;
         }
         let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let (mut host, mut accept) = (None, None);
+        let (mut host, mut accept, mut origin, mut referer) = (None, None, None, None);
         let mut inm: [Option<&[u8]>; 4] = [None; 4];
         let mut n_inm = 0;
         for h in req.headers.iter() {
@@ -169,6 +177,10 @@ impl EdgeApp {
                 host = Some(std::str::from_utf8(h.value).ok());
             } else if name.eq_ignore_ascii_case("accept") {
                 accept = Some(h.value);
+            } else if name.eq_ignore_ascii_case("origin") {
+                origin = Some(h.value);
+            } else if name.eq_ignore_ascii_case("referer") {
+                referer = Some(h.value);
             } else if name.eq_ignore_ascii_case("if-none-match") {
                 match inm.get_mut(n_inm) {
                     Some(slot) => *slot = Some(h.value),
@@ -228,7 +240,15 @@ impl EdgeApp {
         }
         .is_ok();
         let bytes = if header_only || !written { 0 } else { entry.body().len() };
-        ctx.count(code, cache::Outcome::Hit, bytes);
+        ctx.count(&Finished {
+            code,
+            cache: cache::Outcome::Hit,
+            bytes,
+            content_type: entry.stored_header().headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            origin,
+            referer,
+            client,
+        });
         if written {
             Handled::Served
         } else {

@@ -1,13 +1,28 @@
 //! Per-request state of the edge, the same on pingora's path and the hit path, and the one
 //! place an answered request is counted (metrics and usage).
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::cache::Outcome;
 use crate::config::Tenant;
 use crate::metrics;
+use crate::reqlog;
 use crate::usage;
+use crate::usage::telemetry;
+
+/// What the answering path knows of a finished request beyond its [`Ctx`].
+pub(crate) struct Finished<'a> {
+    pub code: u16,
+    pub cache: Outcome,
+    pub bytes: usize,
+    pub content_type: Option<&'a [u8]>,
+    /// The request's `Origin` and `Referer` header values.
+    pub origin: Option<&'a [u8]>,
+    pub referer: Option<&'a [u8]>,
+    pub client: Option<IpAddr>,
+}
 
 /// Per-request state.
 #[derive(Clone)]
@@ -36,6 +51,9 @@ pub struct Ctx {
     /// Why the request is not known to be its tenant's (unknown host, missing or bad
     /// signature): counted apart, never in the tenant's usage.
     pub(crate) unverified: Option<&'static str>,
+    /// Render's own time and its origin fetch's, from its answer (a miss).
+    pub(super) render_us: Option<u64>,
+    pub(super) origin_us: Option<u64>,
 }
 
 impl Ctx {
@@ -54,6 +72,8 @@ impl Ctx {
             passthrough: false,
             expires: None,
             unverified: None,
+            render_us: None,
+            origin_us: None,
         }
     }
 
@@ -63,16 +83,17 @@ impl Ctx {
         Ctx { started: Instant::now(), ..self.clone() }
     }
 
-    /// Metrics and usage for one answered request.
-    pub(crate) fn count(&self, code: u16, cache: Outcome, bytes: usize) {
+    /// Metrics, usage and the request log for one answered request.
+    pub(crate) fn count(&self, f: &Finished<'_>) {
+        let elapsed = self.started.elapsed();
+        let micros = elapsed.as_micros() as u64;
         // the canonical request is set once the request was admitted
         let operation = if self.canonical.is_empty() { "none" } else { "transform" };
-        metrics::request(operation, code, cache, self.started.elapsed().as_secs_f64(), bytes);
+        metrics::request(operation, f.code, f.cache, elapsed.as_secs_f64(), f.bytes);
         if let Some(reason) = self.unverified {
+            // not in the tenant's usage; still one line in the request log
             metrics::unverified(self.tenant.as_ref().map_or("", |t| t.id.as_str()), reason);
-            return;
-        }
-        if let Some(tenant) = &self.tenant {
+        } else if let Some(tenant) = &self.tenant {
             // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
             // does); a passthrough is counted as a request, not as a unique transform
             let billing = match (&self.billing_canonical, self.passthrough) {
@@ -80,7 +101,36 @@ impl Ctx {
                 (Some(c), false) => c.as_str(),
                 (None, false) => self.canonical.as_str(),
             };
-            usage::edge_request(tenant, code, cache, bytes as u64, billing);
+            let site = telemetry::calling_site(f.origin, f.referer);
+            usage::edge_request(tenant, f.code, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
         }
+        if reqlog::enabled() {
+            self.log(f, operation, micros);
+        }
+    }
+
+    fn log(&self, f: &Finished<'_>, operation: &'static str, micros: u64) {
+        let log = self.tenant.as_ref().map(|t| t.log).unwrap_or_default();
+        if f.cache == Outcome::Hit && !reqlog::sampled(log.hit_sample_ppm) {
+            return;
+        }
+        let text = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned());
+        let host = |v: Option<&[u8]>| v.and_then(telemetry::host_of).map(str::to_owned);
+        reqlog::log(reqlog::Record {
+            time: SystemTime::now(),
+            tenant: self.tenant.clone(),
+            operation,
+            status: f.code,
+            cache: f.cache,
+            bytes: f.bytes as u64,
+            content_type: text(f.content_type),
+            total_us: micros,
+            render_us: self.render_us,
+            origin_us: self.origin_us,
+            canonical: self.canonical.clone(),
+            client: f.client.map(|ip| reqlog::truncate(ip, &log)),
+            origin: host(f.origin),
+            referer: host(f.referer),
+        });
     }
 }

@@ -31,11 +31,12 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora_proxy::{ProxyHttp, RangeType, Session};
 
-use crate::answer::{self, Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER};
+use crate::answer::{self, Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
 use crate::cache::Outcome;
 use crate::error::Error;
 use crate::metrics;
 use admission::RequestParts;
+use ctx::Finished;
 
 pub struct Edge {
     core: Arc<EdgeCore>,
@@ -204,6 +205,19 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // render's timings are for the request log; taken out before the answer is cached
+        if let Some(v) = resp.remove_header(TIMING_HEADER) {
+            (ctx.origin_us, ctx.render_us) = answer::parse_timing(v.as_bytes());
+        }
+        Ok(())
+    }
+
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if resp.headers.contains_key(PASSTHROUGH_HEADER) {
             ctx.passthrough = true;
@@ -215,7 +229,17 @@ impl ProxyHttp for Edge {
         if let Some(waited) = session.cache.lock_duration() {
             metrics::cache_lock_wait(waited.as_secs_f64());
         }
-        let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        ctx.count(code, cache_outcome(session, ctx), session.body_bytes_sent());
+        let resp = session.response_written();
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| req.headers.get(name).map(|v| v.as_bytes());
+        ctx.count(&Finished {
+            code: resp.map_or(0, |r| r.status.as_u16()),
+            cache: cache_outcome(session, ctx),
+            bytes: session.body_bytes_sent(),
+            content_type: resp.and_then(|r| r.headers.get(http::header::CONTENT_TYPE)).map(|v| v.as_bytes()),
+            origin: header(http::header::ORIGIN),
+            referer: header(http::header::REFERER),
+            client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        });
     }
 }

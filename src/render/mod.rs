@@ -20,7 +20,7 @@ use pingora::protocols::http::ServerSession;
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
-use crate::answer::{Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER};
+use crate::answer::{Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
@@ -109,7 +109,13 @@ impl Render {
         Ok((admitted, Some(guard)))
     }
 
-    async fn render(&self, tenant_id: &str, canonical: &str) -> Result<(Output, String, Arc<Tenant>), Error> {
+    /// `origin_us` gets the origin fetch's duration once it has finished.
+    async fn render(
+        &self,
+        tenant_id: &str,
+        canonical: &str,
+        origin_us: &mut Option<u64>,
+    ) -> Result<(Output, String, Arc<Tenant>), Error> {
         // the edge admitted this tenant; a reload may have removed it since: gone, as for
         // the edge from now on
         let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
@@ -117,7 +123,7 @@ impl Render {
         let req = options::parse_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
-        fetch_timer.observe_duration();
+        *origin_us = Some((fetch_timer.stop_and_record() * 1e6) as u64);
         let etag = etag_for(tenant_id, &req, etag.as_deref());
         if let Some(format) = passthrough(&req.options, &bytes)? {
             let dims = transform::probe(&bytes).ok().map(|p| (p.width, p.height));
@@ -203,7 +209,30 @@ impl ServeHttp for Render {
             metrics::render("bad_request");
             return Answer::error(&Error::Internal("missing render headers".into()), None).into_response();
         };
-        match self.render(&tenant_id, &canonical).await {
+        let started = Instant::now();
+        let mut origin_us = None;
+        let rendered = self.render(&tenant_id, &canonical, &mut origin_us).await;
+        let mut response = self.answer(rendered, &tenant_id, &canonical);
+        let timing = format!(
+            "{} {}",
+            origin_us.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+            started.elapsed().as_micros()
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&timing) {
+            response.headers_mut().insert(TIMING_HEADER, v);
+        }
+        response
+    }
+}
+
+impl Render {
+    fn answer(
+        &self,
+        rendered: Result<(Output, String, Arc<Tenant>), Error>,
+        tenant_id: &str,
+        canonical: &str,
+    ) -> Response<Vec<u8>> {
+        match rendered {
             Ok((out, etag, tenant)) => {
                 let mut builder = Response::builder()
                     .status(StatusCode::OK)
@@ -236,7 +265,7 @@ impl ServeHttp for Render {
                 if e.status() >= 500 {
                     tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
                 }
-                let ttl = self.tenants.load().get(&tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
+                let ttl = self.tenants.load().get(tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
                 Answer::error(&e, ttl).into_response()
             }
         }

@@ -2,10 +2,13 @@
 //! in the spool (JSON, so an operator can read a pending batch with `sqlite3`) and
 //! applied to a ledger. Its permanent id is `{install id}:{spool sequence}`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::month::Month;
 use super::recorder::{unslot, Counters, Slot, Snapshot, TenantBilling};
+use super::telemetry::{self, CONTENT_TYPES, LATENCY_BUCKETS};
 use super::BillingKey;
 
 pub const VERSION: u32 = 1;
@@ -20,7 +23,7 @@ pub struct Batch {
 }
 
 /// One (month, tenant): counter deltas and the billing keys served in the interval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     /// `YYYY-MM`, UTC.
     pub month: String,
@@ -34,6 +37,15 @@ pub struct Row {
     pub credits_milli: u64,
     /// Billing keys (32 hex digits), sorted, each at most once.
     pub keys: Vec<String>,
+    /// Telemetry (absent in batches of older versions): requests by calling site,
+    /// requests per latency bucket (`telemetry::LATENCY_BUCKETS_MS`, then `+Inf`), and
+    /// `[requests, bytes]` by content type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sites: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub types: BTreeMap<String, [u64; 2]>,
 }
 
 impl Row {
@@ -49,7 +61,20 @@ impl Row {
             errors: c.errors,
             credits_milli: c.credits_milli,
             keys: Vec::new(),
+            sites: BTreeMap::new(),
+            latency: if c.latency.iter().any(|n| *n > 0) { c.latency.to_vec() } else { Vec::new() },
+            types: CONTENT_TYPES
+                .iter()
+                .zip(c.types)
+                .filter(|(_, t)| t[0] > 0)
+                .map(|(name, t)| ((*name).to_owned(), t))
+                .collect(),
         }
+    }
+
+    /// The latency histogram as (bucket name, requests), `+Inf` last.
+    pub fn latency_named(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.latency.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (telemetry::latency_name(i), *n))
     }
 }
 
@@ -70,6 +95,11 @@ impl Batch {
         for (slot, c) in &s.counters {
             let (m, t) = name(*slot);
             rows.insert(*slot, Row::new(m, t, c));
+        }
+        for (slot, sites) in &s.sites {
+            if let Some(row) = rows.get_mut(slot) {
+                row.sites = sites.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            }
         }
         for k in s.keys.iter().filter(|k| !skip(k)) {
             // every key has a counters row (the request that served it); a zero row keeps
@@ -118,6 +148,9 @@ impl Batch {
             if let Some(k) = r.keys.iter().find(|k| BillingKey::from_hex(k).is_none()) {
                 return Err(format!("bad billing key {k:?}"));
             }
+            if r.latency.len() > LATENCY_BUCKETS {
+                return Err(format!("{} latency buckets", r.latency.len()));
+            }
         }
         Ok(b)
     }
@@ -154,6 +187,9 @@ mod tests {
                 cache: CacheOutcome::Miss,
                 bytes_out: 5,
                 billing_key: Some(BillingKey(k)),
+                site: Some(t),
+                content_type: 2,
+                micros: 30_000,
             };
             r.record_in(&req, m);
         }
@@ -164,6 +200,9 @@ mod tests {
         assert_eq!((b.rows[0].tenant.as_str(), b.rows[0].requests, b.rows[0].keys.len()), ("a", 1, 1));
         assert_eq!((b.rows[1].tenant.as_str(), b.rows[1].requests, b.rows[1].keys.len()), ("b", 3, 1));
         assert_eq!(b.rows[1].keys[0], BillingKey(7).to_hex());
+        assert_eq!(b.rows[1].sites, BTreeMap::from([("b".to_owned(), 3)]));
+        assert_eq!(b.rows[1].types, BTreeMap::from([("image/webp".to_owned(), [3, 15])]));
+        assert_eq!(b.rows[1].latency_named().collect::<Vec<_>>(), [("50".to_owned(), 3)]);
         assert_eq!((b.requests(), b.key_count()), (4, 2));
         let json = b.to_json();
         assert_eq!(Batch::from_json(&json).unwrap(), b);

@@ -380,6 +380,9 @@ mod tests {
             cache: CacheOutcome::Hit,
             bytes_out: 1,
             billing_key: Some(BillingKey(key)),
+            site: None,
+            content_type: 0,
+            micros: 100,
         });
     }
 

@@ -27,6 +27,7 @@ pub mod pg;
 pub mod recorder;
 pub mod report;
 pub mod spool;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -121,6 +122,7 @@ pub struct Totals {
     pub unique_transforms: u64,
     /// Thousandths of a credit (exact); `imgedge usage` prints credits.
     pub credits_milli: u64,
+    pub telemetry: telemetry::Telemetry,
 }
 
 static RECORDER: OnceCell<Arc<Recorder>> = OnceCell::new();
@@ -167,7 +169,18 @@ impl From<Outcome> for CacheOutcome {
 /// canonical request without a negotiated format; empty when the edge rejected the
 /// request before parsing it, or when nothing was transformed (a `raw`/`skp`
 /// passthrough). Called from the edge's `logging` hook.
-pub fn edge_request(tenant: &Tenant, status: u16, cache: Outcome, bytes_out: u64, canonical: &str) {
+/// The telemetry (`site`, `content_type`, `micros`) is described on [`Request`].
+#[allow(clippy::too_many_arguments)]
+pub fn edge_request(
+    tenant: &Tenant,
+    status: u16,
+    cache: Outcome,
+    bytes_out: u64,
+    canonical: &str,
+    site: Option<&str>,
+    content_type: Option<&[u8]>,
+    micros: u64,
+) {
     if tenant.billing.per_tenant_metrics {
         metrics::tenant_request(&tenant.id, status, cache, bytes_out);
     }
@@ -179,6 +192,9 @@ pub fn edge_request(tenant: &Tenant, status: u16, cache: Outcome, bytes_out: u64
         cache: cache.into(),
         bytes_out,
         billing_key: None,
+        site,
+        content_type: telemetry::content_type_index(content_type),
+        micros,
     };
     if !req.is_error() && !canonical.is_empty() {
         req.billing_key = Some(BillingKey::new(&tenant.id, canonical));

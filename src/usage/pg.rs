@@ -9,11 +9,13 @@
 //! same transform count it once. Rows are written in (month, tenant, key) order, so
 //! concurrent appliers lock in one order and do not deadlock.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::batch::Batch;
+use super::telemetry::{self, Telemetry};
 use super::Totals;
 
 const SCHEMA: &str = "
@@ -37,6 +39,15 @@ CREATE TABLE IF NOT EXISTS imgedge_usage_monthly (
     credits_milli bigint NOT NULL DEFAULT 0,
     unique_transforms bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (month, tenant)
+);
+CREATE TABLE IF NOT EXISTS imgedge_usage_telemetry (
+    month date NOT NULL,
+    tenant text NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    requests bigint NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, tenant, kind, name)
 );
 CREATE TABLE IF NOT EXISTS imgedge_unique_transforms (
     month date NOT NULL,
@@ -74,6 +85,15 @@ WITH ins AS (
 UPDATE imgedge_usage_monthly u SET unique_transforms = u.unique_transforms + c.n
 FROM (SELECT month, tenant, count(*) AS n FROM ins GROUP BY 1, 2) c
 WHERE u.month = c.month AND u.tenant = c.tenant";
+
+const UPSERT_TELEMETRY: &str = "
+INSERT INTO imgedge_usage_telemetry AS u (month, tenant, kind, name, requests, bytes)
+SELECT to_date(m, 'YYYY-MM'), t, k, n, r, b
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) AS x(m, t, k, n, r, b)
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (month, tenant, kind, name) DO UPDATE SET
+    requests = u.requests + EXCLUDED.requests,
+    bytes = u.bytes + EXCLUDED.bytes";
 
 /// Longest a connection attempt or one batch may take before it is abandoned (the batch
 /// stays in the spool and is retried).
@@ -217,6 +237,42 @@ impl PgSink {
         if !kk.is_empty() {
             tx.execute(INSERT_KEYS, &[&km, &kt, &kk]).await.map_err(unavailable)?;
         }
+
+        let (mut tm, mut tt, mut tk, mut tn, mut tr, mut tb) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in rows {
+            let mut known = HashSet::new();
+            if !r.sites.is_empty() {
+                // which sites have a row is decided under a lock per (month, tenant), so
+                // concurrent appliers never name more than TOP_SITES between them
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(72241, hashtext($1::text || ' ' || $2::text))",
+                    &[&r.month, &r.tenant],
+                )
+                .await
+                .map_err(unavailable)?;
+                let names = tx
+                    .query(
+                        "SELECT name FROM imgedge_usage_telemetry
+                         WHERE month = to_date($1, 'YYYY-MM') AND tenant = $2 AND kind = 'site'",
+                        &[&r.month, &r.tenant],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                known = names.iter().map(|n| n.get::<_, String>(0)).collect();
+            }
+            for e in telemetry::entries(r, &known) {
+                tm.push(r.month.as_str());
+                tt.push(r.tenant.as_str());
+                tk.push(e.kind);
+                tn.push(e.name);
+                tr.push(i64_of(e.requests));
+                tb.push(i64_of(e.bytes));
+            }
+        }
+        if !tm.is_empty() {
+            tx.execute(UPSERT_TELEMETRY, &[&tm, &tt, &tk, &tn, &tr, &tb]).await.map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(Applied::Applied)
     }
@@ -236,6 +292,20 @@ impl PgSink {
             .await
             .map_err(unavailable)?;
         let n = |r: &tokio_postgres::Row, i: usize| r.get::<_, i64>(i).max(0) as u64;
+        let lines = client
+            .query(
+                "SELECT to_char(month, 'YYYY-MM'), tenant, kind, name, requests, bytes FROM imgedge_usage_telemetry
+                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR month = to_date($2, 'YYYY-MM'))
+                 ORDER BY 1, 2, 3, 4",
+                &[&tenant, &month],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut telemetry: HashMap<(String, String), Telemetry> = HashMap::new();
+        for l in &lines {
+            let t = telemetry.entry((l.get(0), l.get(1))).or_default();
+            t.add(l.get::<_, &str>(2), l.get(3), n(l, 4), n(l, 5));
+        }
         Ok(rows
             .iter()
             .map(|r| Totals {
@@ -249,6 +319,7 @@ impl PgSink {
                 errors: n(r, 7),
                 unique_transforms: n(r, 8),
                 credits_milli: n(r, 9),
+                telemetry: telemetry.remove(&(r.get::<_, String>(0), r.get::<_, String>(1))).unwrap_or_default(),
             })
             .collect())
     }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::month::Month;
+use super::telemetry::{self, CONTENT_TYPE_COUNT, LATENCY_BUCKETS, OTHER, TOP_SITES};
 use super::BillingKey;
 use crate::config::Credits;
 
@@ -50,6 +51,11 @@ pub struct Request<'a> {
     /// The billing key of a successfully served transform (`None` for errors and
     /// rejected requests).
     pub billing_key: Option<BillingKey>,
+    /// Telemetry: the calling site (`Origin`, else `Referer` host), the index of the
+    /// answer's content type in [`telemetry::CONTENT_TYPES`], the request's duration.
+    pub site: Option<&'a str>,
+    pub content_type: usize,
+    pub micros: u64,
 }
 
 impl Request<'_> {
@@ -69,6 +75,10 @@ pub struct Counters {
     pub renders: u64,
     pub errors: u64,
     pub credits_milli: u64,
+    /// Requests per latency bucket ([`telemetry::LATENCY_BUCKETS_MS`]).
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// Requests and body bytes per content type ([`telemetry::CONTENT_TYPES`]).
+    pub types: [[u64; 2]; CONTENT_TYPE_COUNT],
 }
 
 impl Counters {
@@ -80,7 +90,30 @@ impl Counters {
         self.renders += o.renders;
         self.errors += o.errors;
         self.credits_milli += o.credits_milli;
+        for (a, b) in self.latency.iter_mut().zip(o.latency) {
+            *a += b;
+        }
+        for (a, b) in self.types.iter_mut().zip(o.types) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
     }
+}
+
+/// Requests by calling site of one slot: at most [`TOP_SITES`] names, the rest [`OTHER`].
+pub type Sites = HashMap<Box<str>, u64, Fx>;
+
+/// Adds `n` requests of `site` to `sites`, keeping it bounded.
+pub fn add_site(sites: &mut Sites, site: &str, n: u64) {
+    if site.bytes().any(|b| b.is_ascii_uppercase()) {
+        return add_site(sites, &site.to_ascii_lowercase(), n);
+    }
+    if let Some(c) = sites.get_mut(site) {
+        *c += n;
+        return;
+    }
+    let name = if sites.len() as u64 >= TOP_SITES { OTHER } else { site };
+    *sites.entry(Box::from(name)).or_default() += n;
 }
 
 /// A small multiplicative hasher: keys here are integers, mostly already uniform hashes,
@@ -158,6 +191,7 @@ pub fn unslot(s: Slot) -> (u32, Month) {
 pub struct Snapshot {
     pub counters: HashMap<Slot, Counters, Fx>,
     pub keys: HashSet<(Slot, BillingKey), Fx>,
+    pub sites: HashMap<Slot, Sites, Fx>,
 }
 
 impl Snapshot {
@@ -174,6 +208,12 @@ impl Snapshot {
             self.counters.entry(s).or_default().add(&c);
         }
         self.keys.extend(other.keys);
+        for (s, sites) in other.sites {
+            let mine = self.sites.entry(s).or_default();
+            for (site, n) in sites {
+                add_site(mine, &site, n);
+            }
+        }
     }
 
     /// Total requests, for logs and tests.
@@ -342,6 +382,11 @@ impl Recorder {
         e.misses += u64::from(r.cache == CacheOutcome::Miss);
         e.errors += u64::from(error);
         e.credits_milli += credits;
+        e.latency[telemetry::latency_bucket(r.micros)] += 1;
+        let t = &mut e.types[r.content_type.min(CONTENT_TYPE_COUNT - 1)];
+        t[0] += 1;
+        t[1] += r.bytes_out;
+        add_site(shard.sites.entry(s).or_default(), r.site.unwrap_or(telemetry::NO_SITE), 1);
         if let (Some(k), false) = (r.billing_key, error) {
             if shard.keys.capacity() == 0 {
                 shard.keys.reserve(hint_keys.max(64));
@@ -408,6 +453,9 @@ mod tests {
             cache,
             bytes_out: 10,
             billing_key: key.map(BillingKey),
+            site: Some("shop.example"),
+            content_type: 0,
+            micros: 7000,
         }
     }
 
@@ -427,8 +475,19 @@ mod tests {
         let a = s.counters[&slot(0, m)];
         assert_eq!(
             a,
-            Counters { requests: 3, bytes_out: 30, hits: 1, misses: 1, renders: 1, errors: 1, credits_milli: 1000 }
+            Counters {
+                requests: 3,
+                bytes_out: 30,
+                hits: 1,
+                misses: 1,
+                renders: 1,
+                errors: 1,
+                credits_milli: 1000,
+                latency: [0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                types: [[3, 30], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]],
+            }
         );
+        assert_eq!(s.sites[&slot(0, m)].get("shop.example"), Some(&3));
         let b = s.counters[&slot(1, m)];
         assert_eq!((b.requests, b.errors, b.credits_milli), (2, 1, 250 + 100));
         assert_eq!(s.counters[&slot(0, m.prev())].requests, 1);
@@ -499,5 +558,19 @@ tenants:
         assert_eq!(total.counters[&slot(0, m)].requests, threads * per);
         assert_eq!(total.counters[&slot(0, m)].bytes_out, threads * per * 10);
         assert_eq!(total.keys.len(), 5000);
+        assert_eq!(total.sites[&slot(0, m)]["shop.example"], threads * per);
+    }
+
+    #[test]
+    fn sites_stay_bounded_and_add_up() {
+        let mut sites = Sites::default();
+        for i in 0..TOP_SITES + 50 {
+            add_site(&mut sites, &format!("S{i}.example"), 2);
+        }
+        add_site(&mut sites, "s0.EXAMPLE", 1);
+        assert_eq!(sites.len() as u64, TOP_SITES + 1);
+        assert_eq!(sites["(other)"], 100);
+        assert_eq!(sites["s0.example"], 3, "names are kept lower case");
+        assert_eq!(sites.values().sum::<u64>(), 2 * (TOP_SITES + 50) + 1);
     }
 }

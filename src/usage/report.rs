@@ -4,15 +4,15 @@ use super::month::Month;
 use super::pg::PgSink;
 use super::spool::Spool;
 use super::Totals;
-use crate::config::Config;
+use crate::config::Usage;
 
 /// Reads the configured ledger (PostgreSQL if set, else the SQLite spool) and renders
 /// its totals, optionally for one tenant and/or month (`YYYY-MM`).
-pub fn report(config: &Config, tenant: Option<&str>, month: Option<&str>, json: bool) -> Result<String, String> {
+/// `imgedge usage` and the ops listener's `GET /usage` both print this.
+pub fn report(u: &Usage, tenant: Option<&str>, month: Option<&str>, json: bool) -> Result<String, String> {
     if let Some(m) = month {
         Month::parse(m).ok_or_else(|| format!("--month {m:?}: expected YYYY-MM"))?;
     }
-    let u = &config.usage;
     let (ledger, rows, pending) = match &u.postgres {
         Some(url) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -115,6 +115,7 @@ mod tests {
             errors: 1,
             unique_transforms: 4,
             credits_milli: 6500,
+            telemetry: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! so batch ids stay unique. The install id lives in the file: a fresh file is a fresh
 //! install.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 
 use super::batch::Batch;
 use super::month::unix_now;
-use super::Totals;
+use super::{telemetry, Totals};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -45,6 +46,16 @@ CREATE TABLE IF NOT EXISTS usage_monthly (
     credits_milli INTEGER NOT NULL DEFAULT 0,
     unique_transforms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (month, tenant)
+) WITHOUT ROWID;
+-- per (month, tenant): requests by calling site, latency bucket and content type
+CREATE TABLE IF NOT EXISTS usage_telemetry (
+    month TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, tenant, kind, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unique_transforms (
     month TEXT NOT NULL,
@@ -323,10 +334,31 @@ impl Spool {
                     errors: n(7)?,
                     unique_transforms: n(8)?,
                     credits_milli: n(9)?,
+                    telemetry: Default::default(),
                 })
             })
             .map_err(sql)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        let mut rows = rows.collect::<Result<Vec<_>, _>>().map_err(sql)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, name, requests, bytes FROM usage_telemetry WHERE month = ?1 AND tenant = ?2
+                 ORDER BY kind, name",
+            )
+            .map_err(sql)?;
+        for t in &mut rows {
+            let lines = st
+                .query_map(params![t.month, t.tenant], |r| {
+                    let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, n(2)?, n(3)?))
+                })
+                .map_err(sql)?;
+            for line in lines {
+                let (kind, name, requests, bytes) = line.map_err(sql)?;
+                t.telemetry.add(&kind, name, requests, bytes);
+            }
+        }
+        Ok(rows)
     }
 
     /// Size of the unique-transform set of a (tenant, month): what `unique_transforms`
@@ -362,6 +394,13 @@ fn apply_local(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
     let mut add_unique = tx.prepare_cached(
         "UPDATE usage_monthly SET unique_transforms = unique_transforms + ?3 WHERE month = ?1 AND tenant = ?2",
     )?;
+    let mut known_sites =
+        tx.prepare_cached("SELECT name FROM usage_telemetry WHERE month = ?1 AND tenant = ?2 AND kind = 'site'")?;
+    let mut add_telemetry = tx.prepare_cached(
+        "INSERT INTO usage_telemetry (month, tenant, kind, name, requests, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (month, tenant, kind, name) DO UPDATE SET
+            requests = requests + excluded.requests, bytes = bytes + excluded.bytes",
+    )?;
     for r in &batch.rows {
         upsert.execute(params![
             r.month,
@@ -382,6 +421,14 @@ fn apply_local(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
         }
         if new > 0 {
             add_unique.execute(params![r.month, r.tenant, new])?;
+        }
+        let known = if r.sites.is_empty() {
+            HashSet::new()
+        } else {
+            known_sites.query_map(params![r.month, r.tenant], |row| row.get(0))?.collect::<Result<_, _>>()?
+        };
+        for e in telemetry::entries(r, &known) {
+            add_telemetry.execute(params![r.month, r.tenant, e.kind, e.name, i64_of(e.requests), i64_of(e.bytes)])?;
         }
     }
     Ok(())
@@ -406,6 +453,7 @@ mod tests {
             errors: 0,
             credits_milli: requests * 1000,
             keys: keys.iter().map(|k| BillingKey(*k).to_hex()).collect(),
+            ..Row::default()
         }
     }
 
@@ -436,6 +484,32 @@ mod tests {
         let mut s = Spool::open(&path, true, 10).unwrap();
         assert_eq!(s.install_id().unwrap(), id);
         assert_eq!(s.append(&batch(vec![row("t", 1, &[])]), true).unwrap().id, format!("{id}:3"));
+    }
+
+    #[test]
+    fn telemetry_adds_up_and_names_at_most_the_top_sites() {
+        use super::super::telemetry::TOP_SITES;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(&dir.path().join("usage.db"), true, 10).unwrap();
+        // two batches of 60 sites each (2 requests per site): 100 get a row, 20 go to other
+        for b in 0..2u64 {
+            let mut r = row("t", 121, &[]);
+            r.sites = (0..60).map(|i| (format!("s{b}-{i}.example"), 2)).collect();
+            r.sites.insert("(none)".into(), 1);
+            r.latency = vec![100, 0, 21];
+            r.types = [("image/webp".to_owned(), [120, 12_000]), ("text/plain".to_owned(), [1, 100])].into();
+            s.append(&batch(vec![r]), true).unwrap();
+        }
+        let t = &s.totals(Some("t"), None).unwrap()[0];
+        let named = t.telemetry.sites.keys().filter(|k| !k.starts_with('(')).count() as u64;
+        assert_eq!(named, TOP_SITES);
+        assert_eq!(t.telemetry.sites["(other)"], 2 * (120 - TOP_SITES));
+        assert_eq!(t.telemetry.sites["(none)"], 2);
+        assert_eq!(t.telemetry.sites.values().sum::<u64>(), t.requests);
+        let buckets: Vec<(&str, u64)> = t.telemetry.latency_ms.iter().map(|b| (b.le.as_str(), b.requests)).collect();
+        assert_eq!(buckets, [("5", 200), ("25", 42)]);
+        assert_eq!(t.telemetry.content_types["image/webp"].bytes, 24_000);
+        assert_eq!(t.telemetry.content_types.values().map(|c| c.bytes).sum::<u64>(), t.bytes_out);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod edge;
 mod front;
 mod hostile;
 mod imgproxy;
+mod observe;
 mod ops;
 mod origins;
 mod overload;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use imgedge::usage::batch::{Batch, Row};
 use imgedge::usage::pg::{Applied, PgSink, SinkError};
 use imgedge::usage::spool::Spool;
+use imgedge::usage::telemetry::{content_type_index, CONTENT_TYPES};
 use imgedge::usage::{BillingKey, Totals};
 
 use crate::harness::{bin, images_dir, sign, Imgedge, DEFAULT_CACHE, KEY, SALT};
@@ -97,21 +98,65 @@ impl Tally {
     }
 }
 
-/// Per tenant host: the tally; per (operation, status class, cache) label set: requests.
+/// Per tenant host: the tally; per (operation, status class, cache) label set: requests;
+/// per tenant host the telemetry the client can tell: requests by calling site, and
+/// requests and bytes by content type.
 #[derive(Debug, Default)]
 struct Seen {
     tenants: BTreeMap<String, Tally>,
     series: BTreeMap<(String, String, String), u64>,
     bytes: u64,
+    sites: BTreeMap<String, BTreeMap<String, u64>>,
+    types: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+}
+
+/// Request headers as (name, value).
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// The calling site a request with these headers counts for.
+fn site_of(headers: &[(&str, &str)]) -> String {
+    let host = |name: &str| {
+        headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| {
+            let rest = v.split_once("://")?.1;
+            Some(rest.split(['/', ':']).next()?.to_owned())
+        })
+    };
+    host("origin").or_else(|| host("referer")).unwrap_or_else(|| "(none)".to_owned())
+}
+
+/// The ledger's telemetry equals what the client saw, and each part adds up to the
+/// request count: every request is in one site, one latency bucket, one content type.
+fn assert_telemetry(row: &Totals, seen: &Seen, host: &str) {
+    let t = &row.telemetry;
+    assert_eq!(t.sites, seen.sites.get(host).cloned().unwrap_or_default(), "{host} sites");
+    let types: BTreeMap<String, (u64, u64)> =
+        t.content_types.iter().map(|(k, v)| (k.clone(), (v.requests, v.bytes))).collect();
+    assert_eq!(types, seen.types.get(host).cloned().unwrap_or_default(), "{host} content types");
+    assert_eq!(t.latency_ms.iter().map(|b| b.requests).sum::<u64>(), row.requests, "{host} latency buckets");
+}
+
+/// Telemetry that adds up when the client's view is not known exactly (kill -9).
+fn assert_telemetry_adds_up(row: &Totals) {
+    let t = &row.telemetry;
+    assert_eq!(t.sites.values().sum::<u64>(), row.requests);
+    assert_eq!(t.latency_ms.iter().map(|b| b.requests).sum::<u64>(), row.requests);
+    assert_eq!(t.content_types.values().map(|c| c.requests).sum::<u64>(), row.requests);
+    assert_eq!(t.content_types.values().map(|c| c.bytes).sum::<u64>(), row.bytes_out);
 }
 
 impl Seen {
     /// GETs `path` with `Host: host` and records what came back. `tenant` is false for a
     /// host no tenant owns.
     async fn get(&mut self, s: &Imgedge, host: &str, path: &str) -> u16 {
-        let r = s.get(host, path).await;
+        self.get_with(s, host, path, &[]).await
+    }
+
+    /// [`Seen::get`] with request headers (`Origin`, `Referer`).
+    async fn get_with(&mut self, s: &Imgedge, host: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+        let r = s.request(reqwest::Method::GET, host, path, headers).await;
         let status = r.status().as_u16();
         let cache = r.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+        let content_type = r.headers().get("content-type").map(|v| v.as_bytes().to_vec());
         let body = r.bytes().await.unwrap();
         let (cache, admitted) = match cache.as_deref() {
             Some("HIT") => ("hit", true),
@@ -127,6 +172,11 @@ impl Seen {
         // an unknown host or a bad signature is nobody's: never charged to a tenant
         if host != "nobody.test" && !path.starts_with(BAD_SIG) {
             let (miss_price, hit_price, error_price) = prices(host);
+            *self.sites.entry(host.to_owned()).or_default().entry(site_of(headers)).or_default() += 1;
+            let ct = CONTENT_TYPES[content_type_index(content_type.as_deref())].to_owned();
+            let typ = self.types.entry(host.to_owned()).or_default().entry(ct).or_default();
+            typ.0 += 1;
+            typ.1 += body.len() as u64;
             let t = self.tenants.entry(host.to_owned()).or_default();
             let error = status >= 400;
             t.requests += 1;
@@ -186,8 +236,16 @@ async fn drive_mix(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> 
     for (path, want) in &t1 {
         assert_eq!(seen.get(s, "img.test", path).await, *want, "{path}\n{}", s.log());
     }
-    for (path, want) in [(a.clone(), 200), (a.clone(), 200), (a.clone(), 200), (bad_sig.clone(), 403)] {
-        assert_eq!(seen.get(s, "two.test", &path).await, want, "{path}");
+    // calling sites: Origin first, else Referer; `null` and no header are no site
+    let t2: [(&str, u16, Headers); 5] = [
+        (a.as_str(), 200, &[("origin", "https://shop.example")]),
+        (a.as_str(), 200, &[("referer", "https://blog.example/post/1?x=1")]),
+        (a.as_str(), 200, &[("origin", "null"), ("referer", "https://blog.example/")]),
+        (a.as_str(), 200, &[]),
+        (bad_sig.as_str(), 403, &[("origin", "https://shop.example:8443"), ("referer", "https://blog.example/")]),
+    ];
+    for (path, want, headers) in t2 {
+        assert_eq!(seen.get_with(s, "two.test", path, headers).await, want, "{path}");
     }
     assert_eq!(seen.get(s, "nobody.test", &a).await, 404);
     BTreeMap::from([("img.test", 4), ("two.test", 1)])
@@ -219,6 +277,7 @@ fn assert_ledger_matches(ledger: &BTreeMap<String, Totals>, seen: &Seen, uniques
         let row = &ledger[tenant];
         assert_eq!(Tally::of(row), seen.tally(host), "{tenant}");
         assert_eq!(row.unique_transforms, uniques[host], "{tenant} unique transforms");
+        assert_telemetry(row, seen, host);
     }
 }
 
@@ -232,14 +291,20 @@ async fn ledger_counts_a_known_mix_exactly() {
     let t1 = seen.tally("img.test");
     assert_eq!((t1.requests, t1.renders, t1.errors, t1.credits_milli), (13, 4, 4, 4000), "{t1:?}");
     let t2 = seen.tally("two.test");
-    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (3, 2, 1, 0, 2500), "{t2:?}");
+    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (4, 3, 1, 0, 2750), "{t2:?}");
+    // the bad signature's sites are nobody's
+    let sites = &seen.sites["two.test"];
+    assert_eq!(
+        sites.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+        [("(none)", 1), ("blog.example", 2), ("shop.example", 1)]
+    );
 
     // periodic flushes bring everything into the ledger
     let path = spool_path(&s);
     let ledger = until(
         Duration::from_secs(10),
         || sqlite_ledger(&path),
-        |l| l.get("t1").map(|t| t.requests) == Some(13) && l.get("t2").map(|t| t.requests) == Some(3),
+        |l| l.get("t1").map(|t| t.requests) == Some(13) && l.get("t2").map(|t| t.requests) == Some(4),
     )
     .await;
     assert_ledger_matches(&ledger, &seen, &uniques);
@@ -261,7 +326,9 @@ async fn ledger_counts_a_known_mix_exactly() {
     assert_eq!(rows[0]["tenant"], "t1");
     assert_eq!(rows[0]["requests"], 13);
     assert_eq!(rows[0]["unique_transforms"], 4);
-    assert_eq!(rows[1]["credits"], 2.5);
+    assert_eq!(rows[1]["credits"], 2.75);
+    assert_eq!(rows[1]["telemetry"]["sites"]["blog.example"], 2);
+    assert!(rows[1]["telemetry"]["content_types"]["image/jpeg"]["bytes"].as_u64().unwrap() > 0);
     let out =
         Command::new(bin()).args(["usage", "--tenant", "t2", "--month", &month, "-c"]).arg(&s.config).output().unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
@@ -292,7 +359,7 @@ async fn metrics_match_the_requests_made() {
     drive_mix(&s, &mut seen).await;
     // wait for a flush so the usage series have moved too
     let path = spool_path(&s);
-    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.get("t2").map(|t| t.requests) == Some(3)).await;
+    until(Duration::from_secs(10), || sqlite_ledger(&path), |l| l.get("t2").map(|t| t.requests) == Some(4)).await;
 
     let text = s.ops_get("/metrics").await.text().await.unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
@@ -307,8 +374,8 @@ async fn metrics_match_the_requests_made() {
         series.insert((key("operation"), key("status_class"), key("cache")), sample_value(&s.value) as u64);
     }
     assert_eq!(series, seen.series.clone().into_iter().collect());
-    assert_eq!(series.values().sum::<u64>(), 20);
-    assert_eq!(sum("imgedge_http_request_duration_seconds", &|_| true), 20.0);
+    assert_eq!(series.values().sum::<u64>(), 21);
+    assert_eq!(sum("imgedge_http_request_duration_seconds", &|_| true), 21.0);
     assert_eq!(sum("imgedge_http_response_body_bytes_total", &|_| true), seen.bytes as f64);
     assert_eq!(sum("imgedge_renders_total", &|l| l.get("outcome") == Some("ok")), 5.0);
     assert_eq!(sum("imgedge_renders_total", &|_| true), 7.0, "5 renders, a missing source, a non-image");
@@ -403,6 +470,8 @@ async fn two_processes_share_one_postgres_ledger() {
     assert_eq!(Tally::of(&row), sum);
     assert_eq!(row.renders, 6, "each process renders its three transforms once");
     assert_eq!(row.unique_transforms, 4, "A and B served by both processes count once");
+    assert_telemetry_adds_up(&row);
+    assert_eq!(row.telemetry.sites["(none)"], 12);
     assert_eq!(pg.count("SELECT count(*) FROM imgedge_unique_transforms WHERE tenant = 't1'").await, 4);
 
     // stopping both adds nothing; every spooled batch is in the ledger exactly once
@@ -428,6 +497,7 @@ fn row(tenant: &str, requests: u64, keys: &[u128]) -> Row {
         errors: 0,
         credits_milli: 1000 * requests,
         keys: keys.iter().map(|k| BillingKey(*k).to_hex()).collect(),
+        ..Row::default()
     }
 }
 
@@ -488,6 +558,7 @@ async fn postgres_outage_delivers_every_batch_once() {
     let row = pg_until(&pg, "t1", t.requests, Duration::from_secs(30)).await;
     assert_eq!(Tally::of(&row), t, "every request once\n{}", s.log());
     assert_eq!(row.unique_transforms, 3);
+    assert_telemetry(&row, &seen, "img.test");
     let pending = until(Duration::from_secs(5), || spool_batches(&path).1, |p| *p == 0).await;
     assert_eq!(pending, 0);
     let (shipped, _) = spool_batches(&path);
@@ -516,6 +587,9 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
 
     let ledger = sqlite_ledger(&path);
     let counted = ledger.get("t1").map_or(0, |t| t.requests) as usize;
+    if let Some(row) = ledger.get("t1") {
+        assert_telemetry_adds_up(row);
+    }
     // a flush every INTERVAL; the margin covers the flush's own commit (an fsync) and
     // scheduling on a busy two-core machine
     let safe = done.iter().filter(|t| **t + INTERVAL + Duration::from_millis(300) <= killed).count();
@@ -532,7 +606,9 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
         assert_eq!(s.get("img.test", &a).await.status(), 200);
     }
     s.stop();
-    assert_eq!(sqlite_ledger(&path)["t1"].requests as usize, counted + 5);
+    let row = &sqlite_ledger(&path)["t1"];
+    assert_eq!(row.requests as usize, counted + 5);
+    assert_telemetry_adds_up(row);
 }
 
 fn rusqlite_text(path: &Path, sql: &str) -> String {

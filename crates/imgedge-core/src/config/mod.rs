@@ -34,12 +34,43 @@ pub struct Config {
     /// 0 = unlimited.
     pub unverified_rate_per_address: u32,
     pub usage: Usage,
+    /// The request log (`log.requests`); `None` = off.
+    pub request_log: Option<RequestLog>,
     pub tenants: Vec<Arc<Tenant>>,
 }
 
 /// Default of `limits.unverified_rate_per_address`: far above what a browser with a few
 /// stale URLs sends, far below a flood.
 pub const DEFAULT_UNVERIFIED_RATE_PER_ADDRESS: u32 = 50;
+
+/// `log.requests`: one JSON line per edge request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLog {
+    /// `None` = standard output.
+    pub path: Option<PathBuf>,
+    /// Rotate to `{path}.1` past this many bytes; 0 = never.
+    pub max_size: u64,
+    /// `None` = the host name.
+    pub node: Option<String>,
+    /// Lines that may wait for the writer thread; past it new lines are dropped (counted).
+    pub queue: usize,
+}
+
+/// Per-tenant request log settings (`tenants[].log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLog {
+    /// Cache hits logged, per million (misses, errors and rejections are always logged).
+    pub hit_sample_ppm: u32,
+    /// Prefix lengths client addresses are truncated to.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for TenantLog {
+    fn default() -> Self {
+        TenantLog { hit_sample_ppm: 1_000_000, ipv4_prefix: 32, ipv6_prefix: 128 }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
@@ -178,6 +209,9 @@ pub struct Tenant {
     /// Whether image responses say `immutable` (signed URLs never change meaning).
     pub immutable: bool,
     pub billing: Billing,
+    pub log: TenantLog,
+    /// SHA-256 of the tenant's read token for the usage API.
+    pub usage_token_sha256: Option<[u8; 32]>,
     origin_refs: Vec<OriginRef>,
 }
 

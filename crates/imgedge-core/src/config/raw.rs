@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub usage: RawUsage,
+    #[serde(default)]
+    pub log: RawLog,
     /// Defaults for every tenant's limits.
     #[serde(default)]
     pub limits: RawLimits,
@@ -80,6 +82,36 @@ pub struct RawUsage {
     pub spool_max_batches: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// One JSON line per edge request; off when absent.
+    pub requests: Option<RawRequestLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestLog {
+    /// `stdout` or a file (reopened on SIGUSR1).
+    pub path: String,
+    /// Rotate the file to `{path}.1` past this size; 0 or absent = never.
+    pub max_size: Option<ByteSize>,
+    /// `node` field of every line; default the host name.
+    pub node: Option<String>,
+    /// Lines that may wait for the writer before new ones are dropped.
+    pub queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantLog {
+    /// Share of cache hits written to the request log, 0–1 (misses and errors always are).
+    pub hit_sample: Option<f64>,
+    /// Client addresses are logged truncated to these prefix lengths.
+    pub ipv4_prefix: Option<u8>,
+    pub ipv6_prefix: Option<u8>,
+}
+
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -121,6 +153,10 @@ pub struct RawTenant {
     pub presets: BTreeMap<String, String>,
     #[serde(default)]
     pub billing: RawBilling,
+    #[serde(default)]
+    pub log: RawTenantLog,
+    /// SHA-256 (hex) of the tenant's own token for `GET /usage` on the ops listener.
+    pub usage_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

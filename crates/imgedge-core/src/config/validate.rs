@@ -6,8 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawBilling, RawConfig, RawLimits, RawOrigin, RawTenant, RawTransform, RawUsage};
-use super::{Billing, Cache, Config, Credits, Limits, Listen, Origin, Problem, Render, Tenant, Usage};
+use super::raw::{
+    RawBilling, RawConfig, RawLimits, RawLog, RawOrigin, RawTenant, RawTenantLog, RawTransform, RawUsage,
+};
+use super::{
+    Billing, Cache, Config, Credits, Limits, Listen, Origin, Problem, Render, RequestLog, Tenant, TenantLog, Usage,
+};
 use crate::options::{self, Format, OriginRef, ParseContext};
 use crate::signature::KeyPair;
 
@@ -126,6 +130,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
     }
 
     let usage = usage(&mut c, &raw.usage, base);
+    let request_log = request_log(&mut c, &raw.log, base);
 
     let defaults = limits(&mut c, "limits", &raw.limits, None);
 
@@ -165,6 +170,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
                 .unverified_rate_per_address
                 .unwrap_or(super::DEFAULT_UNVERIFIED_RATE_PER_ADDRESS),
             usage,
+            request_log,
             tenants,
         })
     } else {
@@ -335,6 +341,14 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
     let not_found_ttl = t.cache.not_found_ttl.map_or(DEFAULT_NOT_FOUND_TTL, |d| d.0);
     let stale_if_error = t.cache.stale_if_error.map_or(DEFAULT_STALE_IF_ERROR, |d| d.0);
     let billing = billing(c, &format!("{at}.billing"), &t.billing);
+    let log = tenant_log(c, &format!("{at}.log"), &t.log);
+    let usage_token_sha256 = t.usage_token_sha256.as_deref().and_then(|h| {
+        let bytes = hex::decode(h.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        if bytes.is_none() {
+            c.push(format!("{at}.usage_token_sha256"), "must be 64 hex digits (imgedge hash-token)");
+        }
+        bytes
+    });
 
     if c.problems.len() > before {
         return None;
@@ -358,6 +372,8 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         stale_if_error,
         immutable: t.cache.immutable.unwrap_or(true),
         billing,
+        log,
+        usage_token_sha256,
         origin_refs,
     })
 }
@@ -405,6 +421,43 @@ fn usage(c: &mut Collector, raw: &RawUsage, base: &Path) -> Usage {
         c.push("usage.spool_max_batches", "must be greater than 0");
     }
     u
+}
+
+fn request_log(c: &mut Collector, raw: &RawLog, base: &Path) -> Option<RequestLog> {
+    let r = raw.requests.as_ref()?;
+    if r.path.is_empty() {
+        c.push("log.requests.path", "must be `stdout` or a file");
+    }
+    if r.node.as_deref().is_some_and(|n| n.is_empty() || n.len() > 255) {
+        c.push("log.requests.node", "must be 1-255 characters");
+    }
+    let queue = r.queue.unwrap_or(65_536);
+    if queue == 0 {
+        c.push("log.requests.queue", "must be greater than 0");
+    }
+    Some(RequestLog {
+        path: (r.path != "stdout").then(|| base.join(&r.path)),
+        max_size: r.max_size.map_or(0, |b| b.0),
+        node: r.node.clone(),
+        queue,
+    })
+}
+
+fn tenant_log(c: &mut Collector, at: &str, raw: &RawTenantLog) -> TenantLog {
+    let d = TenantLog::default();
+    let sample = raw.hit_sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        c.push(format!("{at}.hit_sample"), "must be in 0..=1");
+    }
+    let v4 = raw.ipv4_prefix.unwrap_or(d.ipv4_prefix);
+    if v4 > 32 {
+        c.push(format!("{at}.ipv4_prefix"), "must be in 0..=32");
+    }
+    let v6 = raw.ipv6_prefix.unwrap_or(d.ipv6_prefix);
+    if v6 > 128 {
+        c.push(format!("{at}.ipv6_prefix"), "must be in 0..=128");
+    }
+    TenantLog { hit_sample_ppm: (sample.clamp(0.0, 1.0) * 1e6).round() as u32, ipv4_prefix: v4, ipv6_prefix: v6 }
 }
 
 /// Credits are kept in thousandths; more decimals would not add up exactly.

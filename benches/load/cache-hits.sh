@@ -15,11 +15,11 @@ D=${1:-10}
 R=${2:-5}
 BENCH=${BENCH_DIR:-../shared/bench}
 LOAD="$BENCH/load.sh"
-"$BENCH/peers-up.sh" origin cache sharp >&2
-cargo build --locked --release --bin imgedge >&2 || exit 1
-bin=${CARGO_TARGET_DIR:-target}/release/imgedge
 other=nginx
 [[ ${COMPARE:-} == log ]] && other=logged
+if [[ $other == logged ]]; then "$BENCH/peers-up.sh" origin >&2; else "$BENCH/peers-up.sh" origin cache sharp >&2; fi
+cargo build --locked --release --bin imgedge >&2 || exit 1
+bin=${CARGO_TARGET_DIR:-target}/release/imgedge
 
 work=$(mktemp -d /tmp/imgedge-bench.XXXX)
 trap 'kill $(cat "$work/pid" "$work/pid2" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT

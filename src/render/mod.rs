@@ -247,7 +247,7 @@ impl Render {
                 // `fn`/`att`: parsed again here (microseconds) rather than carried through
                 // `render`; it is stored with the response, so hits carry it too
                 if let Some(cd) =
-                    options::parse_canonical(&canonical).ok().and_then(|r| r.content_disposition(out.format))
+                    options::parse_canonical(canonical).ok().and_then(|r| r.content_disposition(out.format))
                 {
                     builder = builder.header("content-disposition", cd);
                 }

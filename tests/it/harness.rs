@@ -233,7 +233,7 @@ impl Imgedge {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        req.send().await.unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()))
+        req.send().await.unwrap_or_else(|e| panic!("{path}: {e:?}\n{}", self.log()))
     }
 
     pub async fn ops_get(&self, path: &str) -> reqwest::Response {

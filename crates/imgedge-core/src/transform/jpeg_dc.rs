@@ -40,6 +40,12 @@ const SKIP: u32 = 12;
 /// libjpeg's JPEG_MAX_DIMENSION.
 const MAX_DIMENSION: u32 = 65500;
 
+#[cfg(test)]
+thread_local! {
+    /// MCUs decoded on this thread: what the tests bound instead of wall-clock time.
+    static MCUS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn bad(what: &str) -> TransformError {
     TransformError::Decode(format!("JPEG fast path: {what}"))
 }
@@ -908,6 +914,8 @@ fn decode_scan(input: &[u8], hdr: &Header, lay: &Layout) -> Result<Pixels, Trans
                     }
                 }
             }
+            #[cfg(test)]
+            MCUS.with(|c| c.set(c.get() + 1));
             // Corrupt data can ask for far more bits than there are; stop at once
             // rather than decode zeros to the end of a huge frame.
             if br.overran() {
@@ -968,7 +976,6 @@ mod tests {
     use super::*;
     use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
 
-    const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/");
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/");
 
     /// turbojpeg at 1/8, exactly as `decode_turbo` sets it up.
@@ -1054,7 +1061,8 @@ mod tests {
     #[test]
     fn matches_turbojpeg_on_real_files() {
         let mut n = 0;
-        for dir in [format!("{SHARED}images"), format!("{DATA}images"), format!("{DATA}jpeg_dc")] {
+        // the repository's own fixtures only: a corpus outside it could vanish unnoticed
+        for dir in [format!("{DATA}images"), format!("{DATA}jpeg_dc")] {
             for (name, input) in files(&dir) {
                 let (w, h) = dims(&input);
                 match decode(&input, w, h) {
@@ -1074,7 +1082,8 @@ mod tests {
                 }
             }
         }
-        assert!(n >= 8, "only {n} files compared");
+        // 5 photos of tests/data/images (one CMYK declined) and 4 restart fixtures
+        assert!(n >= 9, "only {n} files compared");
     }
 
     #[test]
@@ -1160,14 +1169,15 @@ mod tests {
 
     #[test]
     fn hostile_files_do_not_panic() {
-        for dir in [format!("{SHARED}hostile"), format!("{DATA}hostile")] {
-            for (name, input) in files(&dir) {
-                let t = std::time::Instant::now();
-                let (w, h) =
-                    turbojpeg::read_header(&input).map(|h| (h.width as u32, h.height as u32)).unwrap_or((1, 1));
-                check_damaged(&name, &input, w, h);
-                assert!(t.elapsed().as_secs() < 5, "{name}: took {:?}", t.elapsed());
-            }
+        let hostile = files(&format!("{DATA}hostile"));
+        assert!(hostile.len() >= 8, "only {} hostile JPEGs", hostile.len());
+        for (name, input) in hostile {
+            let (w, h) = turbojpeg::read_header(&input).map(|h| (h.width as u32, h.height as u32)).unwrap_or((1, 1));
+            MCUS.with(|c| c.set(0));
+            check_damaged(&name, &input, w, h);
+            // never more work than the frame has MCUs (a 16×16 MCU is the smallest)
+            let most = u64::from(w.div_ceil(8)) * u64::from(h.div_ceil(8));
+            assert!(MCUS.with(|c| c.get()) <= most, "{name}: more MCUs than the frame has");
         }
     }
 
@@ -1179,9 +1189,10 @@ mod tests {
         let sof = small.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
         let mut big = small.clone();
         big[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xDC, 0xFF, 0xDC]);
-        let t = std::time::Instant::now();
+        MCUS.with(|c| c.set(0));
         assert!(decode(&big, 65500, 65500).is_err());
-        assert!(t.elapsed().as_millis() < 500, "took {:?}", t.elapsed());
+        let decoded = MCUS.with(|c| c.get());
+        assert!(decoded < 64, "{decoded} MCUs decoded");
     }
 
     #[test]

@@ -91,9 +91,9 @@ impl TenantSet {
         Ok((set, changes))
     }
 
-    /// Looks up by the `Host` header (or the HTTP/2 authority), ignoring port and case.
-    pub fn resolve(&self, host: &str) -> Option<&Arc<Tenant>> {
-        let name = strip_port(host);
+    /// Looks up by host name (see `edge::host::name`: the `Host` header without its port),
+    /// ignoring case.
+    pub fn resolve(&self, name: &str) -> Option<&Arc<Tenant>> {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(&name.to_ascii_lowercase())
         } else {
@@ -121,14 +121,6 @@ fn same_origins(a: &Tenant, b: &Tenant) -> bool {
     a.origins == b.origins
         && a.limits.origin_connect_timeout == b.limits.origin_connect_timeout
         && a.limits.origin_timeout == b.limits.origin_timeout
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 /// The process's tenant set, swapped whole on reload.
@@ -188,7 +180,7 @@ mod tests {
         let t = Tenants::new(&config(&(a.clone() + &tenant("b", "b.test", "https://b.example/")))).unwrap();
         let before = t.load_full();
         assert_eq!((before.epoch, before.len()), (0, 2));
-        assert_eq!(before.resolve("A.test:8080").map(|t| t.id.as_str()), Some("a"));
+        assert_eq!(before.resolve("A.test").map(|t| t.id.as_str()), Some("a"));
 
         let next = a.replace("a.test]", "a.test, a2.test]") + &tenant("c", "c.test", "https://c.example/");
         let (set, changes) = t.prepare(&config(&next)).unwrap();

@@ -1,6 +1,6 @@
 //! Admission: everything that decides whether a request deserves any work, in order of
-//! cost — method, tenant by `Host`, signature, rate, options, expiry — shared by pingora's
-//! path and the hit path. No I/O.
+//! cost — method, tenant by `Host` ([`host`]), signature, rate, options, expiry — shared
+//! by pingora's path and the hit path. No I/O.
 //!
 //! Only a request whose signature verified is the tenant's: it alone is counted against the
 //! tenant's rate and in its usage. The others (unknown host, missing or bad signature) are
@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora_limits::rate::Rate;
 
-use super::Ctx;
+use super::{host, Ctx};
 use crate::cache::{self, EdgeCache};
 use crate::config::Tenant;
 use crate::error::Error;
@@ -27,7 +27,8 @@ use crate::tenants::Tenants;
 /// ([`super::conn`]) did.
 pub(crate) struct RequestParts<'a> {
     pub(crate) get_or_head: bool,
-    pub(crate) host: Option<&'a str>,
+    /// The `Host` header's value (or the absolute-form target's authority).
+    pub(crate) host: Option<&'a [u8]>,
     /// The path without the query.
     pub(crate) path: &'a str,
     pub(crate) accept: Option<&'a [u8]>,
@@ -121,7 +122,15 @@ impl EdgeCore {
     /// Tenant by `Host` and the signature: sets `ctx.tenant`, and `ctx.unverified` to the
     /// reason when the request is not the tenant's.
     fn verify(&self, req: &RequestParts<'_>, ctx: &mut Ctx) -> Result<(), Error> {
-        let Some(tenant) = req.host.and_then(|h| self.tenants.load().resolve(h).cloned()) else {
+        // a Host that is no authority names no tenant: refused (400), counted as unknown
+        let name = match req.host.map(host::name) {
+            Some(None) => {
+                ctx.unverified = Some("unknown_host");
+                return Err(Error::BadHost);
+            }
+            name => name.flatten(),
+        };
+        let Some(tenant) = name.and_then(|n| self.tenants.load().resolve(n).cloned()) else {
             ctx.unverified = Some("unknown_host");
             return Err(Error::UnknownTenant);
         };

@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use super::admission::{expired, RequestParts};
 use super::ctx::Finished;
 use super::threads::{self, adopt};
-use super::{caches, memo, Ctx, Edge, EdgeCore};
+use super::{caches, host, memo, Ctx, Edge, EdgeCore};
 use crate::answer;
 use crate::cache::body_file::BodyFile;
 use crate::cache::{self, key_hash, FrontEntry};
@@ -174,7 +174,7 @@ impl EdgeApp {
                 if host.is_some() {
                     return Handled::Pass;
                 }
-                host = Some(std::str::from_utf8(h.value).ok());
+                host = Some(h.value);
             } else if name.eq_ignore_ascii_case("accept") {
                 accept = Some(h.value);
             } else if name.eq_ignore_ascii_case("origin") {
@@ -202,7 +202,8 @@ impl EdgeApp {
                 return Handled::Pass;
             }
         }
-        let Some(Some(host)) = host else { return Handled::Pass };
+        // a refused Host is answered by pingora's path, the same 400 either way
+        let Some(host) = host.and_then(host::name) else { return Handled::Pass };
 
         let now = SystemTime::now();
         let Some((ctx, key)) = self.admitted(host, path, accept, now) else { return Handled::Pass };
@@ -273,7 +274,7 @@ impl EdgeApp {
         }
         let mut ctx = Ctx::new();
         // unverified requests go to pingora, which limits them per address
-        let parts = RequestParts { get_or_head: true, host: Some(host), path, accept, client: None };
+        let parts = RequestParts { get_or_head: true, host: Some(host.as_bytes()), path, accept, client: None };
         if self.core.admit(&parts, &mut ctx, false).is_err() || !caches(&ctx) {
             return None;
         }

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod conn;
 mod ctx;
+pub mod host;
 mod memo;
 mod threads;
 
@@ -52,7 +53,11 @@ impl Edge {
         let req = session.req_header();
         let parts = RequestParts {
             get_or_head: req.method == http::Method::GET || req.method == http::Method::HEAD,
-            host: req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host()),
+            host: req
+                .headers
+                .get(http::header::HOST)
+                .map(|h| h.as_bytes())
+                .or_else(|| req.uri.host().map(str::as_bytes)),
             path: req.uri.path(),
             accept: req.headers.get(http::header::ACCEPT).map(|v| v.as_bytes()),
             client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),

@@ -7,6 +7,7 @@ mod pg;
 
 mod cache;
 mod cli;
+mod clients;
 mod deploy;
 mod edge;
 mod front;

@@ -10,6 +10,9 @@ use crate::transform::TransformError;
 pub enum Error {
     #[error("unknown host")]
     UnknownTenant,
+    /// A `Host` that is no valid authority (bad characters, port, brackets).
+    #[error("bad Host header")]
+    BadHost,
     #[error(transparent)]
     Signature(#[from] SignatureError),
     #[error("URL expired")]
@@ -53,7 +56,7 @@ impl Error {
             Error::Expired => 404,
             Error::Signature(_) => 403,
             Error::Options(OptionError::SecurityOption(_)) => 403,
-            Error::Options(_) => 400,
+            Error::Options(_) | Error::BadHost => 400,
             Error::Method => 405,
             Error::SourceTooBig(_) => 413,
             Error::Origin(_) => 502,
@@ -95,6 +98,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::UnknownTenant => "unknown_tenant",
+            Error::BadHost => "bad_host",
             Error::Signature(_) => "signature",
             Error::Expired => "expired",
             Error::Options(_) => "options",
@@ -130,6 +134,7 @@ mod tests {
         assert_eq!(Error::Transform(TransformError::UnsupportedSource).status(), 415);
         assert_eq!(Error::OriginTimeout.status(), 504);
         assert_eq!(Error::RenderTimeout.status(), 504);
+        assert_eq!(Error::BadHost.status(), 400);
         assert_eq!(Error::SourceForbidden.status(), 403);
         assert_eq!((Error::RateLimited.status(), Error::RateLimited.retry_after()), (429, Some(1)));
         assert_eq!((Error::Overloaded.status(), Error::Overloaded.retry_after()), (503, Some(1)));

@@ -228,6 +228,21 @@ impl Answer {
         Ok(h)
     }
 
+    /// The whole answer as HTTP/1.1 bytes, for the edge's hit path, which writes below
+    /// pingora's session: with `date` and `Connection: close`, as pingora's session ends
+    /// an answer after which the connection closes.
+    pub fn close_h1(&self, date: &str) -> Vec<u8> {
+        let reason = StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status);
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("Date: {date}\r\nConnection: close\r\n\r\n"));
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     /// For `ServeHttp` apps (render, ops).
     pub fn into_response(self) -> Response<Vec<u8>> {
         let mut builder =
@@ -286,6 +301,15 @@ mod tests {
         assert_eq!(expiring_cache_control(&h, Some(1_000_600), now).as_deref(), Some("public, max-age=60"));
         h.insert_header("cache-control", "no-store").unwrap();
         assert_eq!(expiring_cache_control(&h, Some(1_000_600), now).as_deref(), Some("no-store"));
+    }
+
+    #[test]
+    fn close_h1_is_a_whole_answer() {
+        let a = Answer::plain(StatusCode::BAD_REQUEST, "malformed request head");
+        let wire = String::from_utf8(a.close_h1("Thu, 01 Jan 1970 00:00:00 GMT")).unwrap();
+        assert!(wire.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{wire}");
+        assert!(wire.contains("content-length: 23\r\n"), "{wire}");
+        assert!(wire.ends_with("Connection: close\r\n\r\nmalformed request head\n"), "{wire}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     response_bytes: IntCounter,
+    hit_path: IntCounter,
     renders: IntCounterVec,
     render_span: HistogramVec,
     render_phase: HistogramVec,
@@ -103,6 +104,13 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     let response_bytes = IntCounter::new("imgedge_http_response_body_bytes_total", "Body bytes sent to clients.")
         .unwrap_or_else(|e| panic!("{e}"));
     r.register(Box::new(response_bytes.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let hit_path = IntCounter::new(
+        "imgedge_edge_hit_path_requests_total",
+        "Edge requests answered by the hit path below pingora's HTTP session (fresh front-cache hits); the rest of \
+         imgedge_http_requests_total went through pingora.",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(hit_path.clone())).unwrap_or_else(|e| panic!("{e}"));
     let renders = counter_vec(
         &r,
         "imgedge_renders_total",
@@ -292,6 +300,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         requests,
         request_duration,
         response_bytes,
+        hit_path,
         renders,
         render_span,
         render_phase,
@@ -347,6 +356,11 @@ pub fn request(operation: &str, code: u16, cache: Outcome, seconds: f64, body_by
     M.requests.with_label_values(&[operation, status_class(code), cache.label()]).inc();
     M.request_duration.with_label_values(&[cache.label()]).observe(seconds);
     M.response_bytes.inc_by(body_bytes as u64);
+}
+
+/// One request answered by the edge's hit path (also counted by [`request`]).
+pub fn hit_path_request() {
+    M.hit_path.inc();
 }
 
 /// One edge request of a tenant that opted in to per-tenant series.

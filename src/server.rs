@@ -16,7 +16,7 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
-use crate::edge::{Edge, EdgeApp, EdgeCore};
+use crate::edge::{ClientTimeouts, Edge, EdgeApp, EdgeCore};
 use crate::ops::Ops;
 use crate::reload::{self, Reloader, Signals, Upgrade};
 use crate::render::Render;
@@ -136,7 +136,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     let cache = Arc::new(EdgeCache::new(&config.cache)?);
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
     let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
-    let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy));
+    let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy, ClientTimeouts::new(&config.listen)));
     for addr in &config.listen.edge {
         let buffers = L4BufferSettings::default().write(EDGE_WRITE_BUFFER);
         edge_svc.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));

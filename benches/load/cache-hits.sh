@@ -8,11 +8,15 @@
 # median over rounds is reported (SUMMARY lines, with the smallest and largest pair ratio).
 # COMPARE=log pairs imgedge against itself with the request log on (every hit logged to a
 # file; a second process on 8101) instead of against nginx: the request log's cost.
-# usage: [COMPARE=log] benches/load/cache-hits.sh [DURATION_SECONDS=10] [ROUNDS=5]
+# Two kinds of jobs (JOBS, default "plain keepalive"): plain hits, and `ka_*`, hits on
+# keep-alive connections whose first request is handed to pingora (first-handoff.lua: it
+# carries `Range`), as a CDN's connections that mix misses and hits (at c=64).
+# usage: [COMPARE=log] [JOBS="plain keepalive"] benches/load/cache-hits.sh [DURATION_SECONDS=10] [ROUNDS=5]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 D=${1:-10}
 R=${2:-5}
+JOBS=${JOBS:-plain keepalive}
 BENCH=${BENCH_DIR:-../shared/bench}
 LOAD="$BENCH/load.sh"
 other=nginx
@@ -72,14 +76,30 @@ for k in "${!ours[@]}"; do   # prime both caches, check they hit
   echo "# $k: imgedge $a, $other $b" >&2
 done
 
+# like load.sh (warm-up, then one RESULT line), with first-handoff.lua
+handoff() { # label concurrency base path
+  wrk -t 1 -c "$2" -d 1s -s benches/load/first-handoff.lua "$3" -- "$4" "$2" >/dev/null 2>&1 || true
+  local line
+  line=$(wrk -t 1 -c "$2" -d "${D}s" --timeout 30s -s benches/load/first-handoff.lua "$3" -- "$4" "$2" | grep '^RESULT ')
+  echo "RESULT label=$1 ${line#RESULT } conc=$2"
+}
 for r in $(seq "$R"); do
-  for c in 8 64; do
+  if [[ $JOBS == *plain* ]]; then
+    for c in 8 64; do
+      for k in big400jpeg big400webp hd800jpeg; do
+        ours_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "imgedge-hit-$k-c$c-r$r" "http://127.0.0.1:8100${ours[$k]}"; }
+        nginx_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "$other-hit-$k-c$c-r$r" "http://127.0.0.1:$their_port${theirs[$k]}"; }
+        if ((r % 2)); then ours_run; nginx_run; else nginx_run; ours_run; fi
+      done
+    done
+  fi
+  if [[ $JOBS == *keepalive* ]]; then
     for k in big400jpeg big400webp hd800jpeg; do
-      ours_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "imgedge-hit-$k-c$c-r$r" "http://127.0.0.1:8100${ours[$k]}"; }
-      nginx_run() { "$LOAD" -c "$c" -d "$D" -w 1 -l "$other-hit-$k-c$c-r$r" "http://127.0.0.1:$their_port${theirs[$k]}"; }
+      ours_run() { handoff "imgedge-hit-ka_$k-c64-r$r" 64 http://127.0.0.1:8100 "${ours[$k]}"; }
+      nginx_run() { handoff "$other-hit-ka_$k-c64-r$r" 64 "http://127.0.0.1:$their_port" "${theirs[$k]}"; }
       if ((r % 2)); then ours_run; nginx_run; else nginx_run; ours_run; fi
     done
-  done
+  fi
 done | tee "$work/hits.result"
 python3 - "$work/hits.result" "$other" <<'PY'
 import re, statistics, sys

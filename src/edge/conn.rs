@@ -7,49 +7,104 @@
 //! and one write of a header prefix serialized when the entry was filled. The answer is the
 //! one pingora-cache gives on a hit (same headers, `Age`, `Date`, 304, HEAD), counted the
 //! same way. Anything this path does not handle itself — a miss, a rejection, `Range`,
-//! `If-Modified-Since`, HTTP/1.0, a request body, `Connection` options, a malformed or large
-//! head, HTTP/2 — goes to pingora with the bytes already read put back into the stream, so
-//! pingora sees the connection exactly as the client sent it.
+//! `If-Modified-Since`, HTTP/1.0, a request body, `Connection` options, a malformed head,
+//! HTTP/2 — goes to pingora with the bytes already read put back into the stream, so
+//! pingora sees the request exactly as the client sent it. Pingora answers that one
+//! request and gives the connection back (on keep-alive), so a CDN's connection that mixes
+//! misses and hits keeps the hit path for its hits.
+//!
+//! Clients are bounded here for both paths ([`ClientTimeouts`]): a whole head is due within
+//! `header_timeout` (pingora only ever sees whole heads), every write within `send_timeout`
+//! or at `min_send_rate`, an idle keep-alive connection is closed after `idle_timeout`.
 
 use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, BytesMut};
-use pingora::apps::ServerApp;
+use futures::FutureExt;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::conditional_filter::{to_304, weak_validate_etag};
 use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::time::{timeout, timeout_at, Instant};
 
 use super::admission::{expired, RequestParts};
 use super::ctx::Finished;
 use super::threads::{self, adopt};
 use super::{caches, host, memo, Ctx, Edge, EdgeCore};
-use crate::answer;
+use crate::answer::{self, Answer};
 use crate::cache::body_file::BodyFile;
 use crate::cache::{self, key_hash, FrontEntry};
+use crate::config::Listen;
+use crate::metrics;
 
-/// Request heads longer than this (or with more headers than [`MAX_HEADERS`]) go to
-/// pingora, which has its own limits and error answers.
-const MAX_HEAD: usize = 8 * 1024;
+/// Request heads are read whole before anything answers them, pingora included (it would
+/// read the rest one read at a time, each with its own timeout); a head not complete at
+/// this size is refused (`431`).
+const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 32;
-/// How long an idle keep-alive connection (or a slow request head) is kept.
-const IDLE: Duration = Duration::from_secs(60);
+/// A connection closed after an answer is drained this long (or this much) first, so a
+/// client still sending gets the answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// How long edge clients may take (`listen:` in the config), on both paths.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    header: Duration,
+    idle: Duration,
+    send: Duration,
+    min_send_rate: u64,
+}
+
+impl ClientTimeouts {
+    pub fn new(listen: &Listen) -> Self {
+        ClientTimeouts {
+            header: listen.header_timeout,
+            idle: listen.idle_timeout,
+            send: listen.send_timeout,
+            min_send_rate: listen.min_send_rate,
+        }
+    }
+
+    /// The time one write of `len` bytes may take: pingora's rule for its session (the
+    /// minimum send rate, when set, wins over the send timeout; at least 1 s).
+    fn write(&self, len: usize) -> Duration {
+        match self.min_send_rate {
+            0 => self.send,
+            rate => Duration::from_secs_f64((len as u64).max(rate) as f64 / rate as f64),
+        }
+    }
+
+    /// The same bounds on pingora's session for one request.
+    fn apply(&self, session: &mut ServerSession, shutdown: bool) {
+        // keep-alive lets pingora give the connection back; the idle wait is ours, not its
+        session.set_keepalive((!shutdown).then_some(self.idle.as_secs().max(1)));
+        session.set_read_timeout(Some(self.header));
+        session.set_total_drain_timeout(Some(self.header));
+        session.set_write_timeout(Some(self.send));
+        session.set_min_send_rate((self.min_send_rate > 0).then_some(self.min_send_rate as usize));
+    }
+}
 
 pub struct EdgeApp {
     core: Arc<EdgeCore>,
     proxy: Arc<HttpProxy<Edge>>,
+    timeouts: ClientTimeouts,
 }
 
 impl EdgeApp {
-    pub fn new(core: Arc<EdgeCore>, proxy: HttpProxy<Edge>) -> Self {
-        EdgeApp { core, proxy: Arc::new(proxy) }
+    pub fn new(core: Arc<EdgeCore>, proxy: HttpProxy<Edge>, timeouts: ClientTimeouts) -> Self {
+        EdgeApp { core, proxy: Arc::new(proxy), timeouts }
     }
 }
 
@@ -61,6 +116,19 @@ enum Handled {
     Broken,
     /// Not ours: pingora handles it.
     Pass,
+}
+
+/// What the connection does next with the bytes read so far.
+enum Step {
+    /// The first `n` bytes were a request, answered.
+    Served(usize),
+    Broken,
+    /// A whole head pingora answers.
+    Pass,
+    /// Not a whole head yet.
+    More,
+    /// No head this path or pingora should wait for: refused, and the connection closed.
+    Refuse(Answer),
 }
 
 #[async_trait]
@@ -87,9 +155,9 @@ impl ServerApp for EdgeApp {
 }
 
 impl EdgeApp {
-    /// Serves a plain TCP connection on this thread: hits here, the rest through pingora.
-    /// `_load` counts the connection on this thread until it ends or goes back to pingora's
-    /// connection loop.
+    /// Serves a plain TCP connection on this thread: hits here, each other request through
+    /// pingora, after which the connection comes back here. `_load` counts the connection
+    /// on this thread until it ends.
     async fn connection(
         self: &Arc<Self>,
         stream: Stream,
@@ -104,34 +172,42 @@ impl EdgeApp {
         let client = tcp.peer_addr().ok().map(|a| a.ip());
         let mut buf = BytesMut::with_capacity(2048);
         let mut shutdown_rx = shutdown.clone();
+        // a whole head is due `header` after the connection opened, and for each later
+        // request after its first byte: a client dribbling bytes cannot hold it longer
+        let mut head_due = Some(Instant::now() + self.timeouts.header);
         loop {
-            let outcome = {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => Some((self.serve(&req, &mut tcp, client).await, n)),
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
-                    // too long or malformed: pingora answers that
-                    _ => Some((Handled::Pass, 0)),
-                }
-            };
-            match outcome {
-                // pipelined requests stay in order: the rest of `buf` is parsed next
-                Some((Handled::Served, n)) => {
-                    buf.advance(n);
-                    if *shutdown.borrow() {
-                        return None;
-                    }
-                    if !buf.is_empty() {
+            if !buf.is_empty() {
+                head_due.get_or_insert_with(|| Instant::now() + self.timeouts.header);
+                match self.step(&buf, &mut tcp, client).await {
+                    // pipelined requests stay in order: the rest of `buf` is parsed next
+                    Step::Served(n) => {
+                        buf.advance(n);
+                        head_due = None;
+                        if *shutdown.borrow() {
+                            return None;
+                        }
                         continue;
                     }
+                    Step::Broken => return None,
+                    Step::Pass => {
+                        tcp = self.hand_over(tcp, &mut buf, established, shutdown).await?;
+                        head_due = None;
+                        continue;
+                    }
+                    Step::Refuse(answer) => {
+                        let wire = answer.close_h1(get_cached_date().to_str().unwrap_or_default());
+                        let sent = timeout(self.timeouts.write(wire.len()), tcp.write_all(&wire)).await;
+                        if matches!(sent, Ok(Ok(()))) {
+                            linger(tcp).await;
+                        }
+                        return None;
+                    }
+                    Step::More => {}
                 }
-                Some((Handled::Broken, _)) => return None,
-                Some((Handled::Pass, _)) => break,
-                None => {}
             }
+            let due = head_due.unwrap_or_else(|| Instant::now() + self.timeouts.idle);
             let read = tokio::select! {
-                r = tokio::time::timeout(IDLE, tcp.read_buf(&mut buf)) => r,
+                r = timeout_at(due, tcp.read_buf(&mut buf)) => r,
                 _ = shutdown_rx.changed() => return None,
             };
             match read {
@@ -139,10 +215,93 @@ impl EdgeApp {
                 Ok(Ok(_)) => {}
             }
         }
-        let stream = into_pingora(tcp, &buf, established);
-        self.proxy.process_new(stream, shutdown).await
     }
 
+    /// Parses `buf` and answers a hit.
+    async fn step(&self, buf: &[u8], tcp: &mut tokio::net::TcpStream, client: Option<std::net::IpAddr>) -> Step {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => match self.serve(&req, tcp, client).await {
+                Handled::Served => Step::Served(n),
+                Handled::Broken => Step::Broken,
+                Handled::Pass => Step::Pass,
+            },
+            // pingora has more patience (more headers, URIs it escapes) and its own 400
+            Err(_) if head_end(buf) => Step::Pass,
+            _ if buf.len() < MAX_HEAD => Step::More,
+            Err(e) if e != httparse::Error::TooManyHeaders => {
+                Step::Refuse(Answer::plain(http::StatusCode::BAD_REQUEST, "malformed request head"))
+            }
+            _ => {
+                Step::Refuse(Answer::plain(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"))
+            }
+        }
+    }
+
+    /// Has pingora answer the request at the start of `buf` (a whole head), then takes the
+    /// connection back with whatever pingora left unread in `buf`; `None` when pingora
+    /// closed it.
+    async fn hand_over(
+        &self,
+        tcp: tokio::net::TcpStream,
+        buf: &mut BytesMut,
+        established: SystemTime,
+        shutdown: &ShutdownWatch,
+    ) -> Option<tokio::net::TcpStream> {
+        // a duplicate of the socket outlives pingora's stream: the connection comes back
+        // here after pingora's answer, or is closed here without a reset
+        let Ok(ours) = tcp.as_fd().try_clone_to_owned() else {
+            let stream = into_pingora(tcp, &buf[..], established);
+            self.proxy.process_new(stream, shutdown).await;
+            return None;
+        };
+        let mut session = ServerSession::new_http1(into_pingora(tcp, &buf[..], established));
+        buf.clear();
+        self.timeouts.apply(&mut session, *shutdown.borrow());
+        let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
+            linger(from_fd(ours)?).await;
+            return None;
+        };
+        let (mut stream, _) = reused.consume();
+        // bytes put back for pingora that it did not need (a pipelined request)
+        while buf.len() < MAX_HEAD {
+            match stream.read_buf(buf).now_or_never() {
+                Some(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+        drop(stream);
+        from_fd(ours)
+    }
+}
+
+/// Whether `buf` holds the end of a request head (httparse also accepts bare LFs).
+fn head_end(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
+}
+
+fn from_fd(fd: OwnedFd) -> Option<tokio::net::TcpStream> {
+    tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Closes a connection whose last answer has been written: the write side first, then
+/// what the client still sends is read and dropped for a moment, so that the kernel does
+/// not answer unread bytes with a reset that could destroy the answer in flight.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    let _ = tcp.shutdown().await;
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match timeout_at(until, tcp.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+impl EdgeApp {
     /// Answers the parsed head `req` if it is a fresh front-cache hit this path can serve
     /// exactly as pingora would.
     async fn serve(
@@ -235,11 +394,15 @@ impl EdgeApp {
         out.put_slice(get_cached_date().as_bytes());
         out.put_slice(b"\r\nConnection: keep-alive\r\n\r\n");
         let header_only = is_head || not_modified;
-        let written = match entry.file() {
-            Some(file) if !header_only => send_file(stream, &out, file).await,
-            _ => write_response(stream, &out, if header_only { &[] } else { entry.body() }).await,
-        }
-        .is_ok();
+        let len = out.len() + if header_only { 0 } else { entry.body().len() };
+        let write = async {
+            match entry.file() {
+                Some(file) if !header_only => send_file(stream, &out, file).await,
+                _ => write_response(stream, &out, if header_only { &[] } else { entry.body() }).await,
+            }
+        };
+        // a client that stops reading loses the connection (and its hold on the body)
+        let written = matches!(timeout(self.timeouts.write(len), write).await, Ok(Ok(())));
         let bytes = if header_only || !written { 0 } else { entry.body().len() };
         ctx.count(&Finished {
             code,
@@ -250,6 +413,7 @@ impl EdgeApp {
             referer,
             client,
         });
+        metrics::hit_path_request();
         if written {
             Handled::Served
         } else {

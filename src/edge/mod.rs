@@ -13,7 +13,7 @@ mod memo;
 mod threads;
 
 pub use admission::EdgeCore;
-pub use conn::EdgeApp;
+pub use conn::{ClientTimeouts, EdgeApp};
 pub use ctx::Ctx;
 
 use std::sync::Arc;

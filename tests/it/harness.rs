@@ -117,10 +117,16 @@ impl Imgedge {
 
     /// Starts with a custom `cache:` section body and extra top-level YAML.
     pub async fn start_with(tenants: &str, cache: &str, extra: &str) -> Imgedge {
+        Self::start_config(|dir, edge, ops| config_text_with(dir, edge, ops, tenants, cache, extra)).await
+    }
+
+    /// Starts with the config text `config` makes of (directory, edge port, ops port).
+    pub async fn start_config(config: impl FnOnce(&Path, u16, u16) -> String) -> Imgedge {
         let dir = tempfile::tempdir().unwrap();
         let (edge, ops) = (free_port(), free_port());
+        let text = config(dir.path(), edge, ops);
         let config = dir.path().join("imgedge.yaml");
-        std::fs::write(&config, config_text_with(dir.path(), edge, ops, tenants, cache, extra)).unwrap();
+        std::fs::write(&config, text).unwrap();
         let child = spawn(dir.path(), &config);
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
         let mut s = Imgedge {

@@ -77,6 +77,17 @@ pub struct Listen {
     pub edge: Vec<String>,
     pub ops: Option<String>,
     pub render_socket: PathBuf,
+    /// Edge clients: a whole request head must arrive within this (from the connection's
+    /// start for its first request, from the first byte for later ones).
+    pub header_timeout: Duration,
+    /// Edge clients: how long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Edge clients: how long one write of an answer may wait for the client to read.
+    pub send_timeout: Duration,
+    /// Edge clients: when not 0, bytes per second an answer must be read at (a write of
+    /// `n` bytes may take `n / min_send_rate` seconds, at least 1 s), instead of
+    /// `send_timeout`.
+    pub min_send_rate: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -37,6 +37,10 @@ pub struct RawListen {
     pub edge: Vec<String>,
     pub ops: Option<String>,
     pub render_socket: String,
+    pub header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
+    pub min_send_rate: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

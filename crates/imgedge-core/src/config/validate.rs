@@ -80,7 +80,20 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
         edge: raw.listen.edge.clone(),
         ops: raw.listen.ops.clone(),
         render_socket: base.join(&raw.listen.render_socket),
+        header_timeout: raw.listen.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        idle_timeout: raw.listen.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        send_timeout: raw.listen.send_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        min_send_rate: raw.listen.min_send_rate.map_or(0, |b| b.0),
     };
+    for (key, d) in [
+        ("header_timeout", listen.header_timeout),
+        ("idle_timeout", listen.idle_timeout),
+        ("send_timeout", listen.send_timeout),
+    ] {
+        if d.is_zero() {
+            c.push(format!("listen.{key}"), "must be greater than 0");
+        }
+    }
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let render = Render {
@@ -582,6 +595,19 @@ tenants:
         assert_eq!(t.default_origin.as_deref(), Some("web"));
         assert_eq!(t.signature_size, 32);
         assert_eq!(c.listen.render_socket, Path::new("/tmp/render.sock"));
+        let l = &c.listen;
+        assert_eq!((l.header_timeout.as_secs(), l.idle_timeout.as_secs(), l.send_timeout.as_secs()), (10, 60, 30));
+        assert_eq!(l.min_send_rate, 0);
+        let tuned = GOOD.replace(
+            "render_socket: render.sock}",
+            "render_socket: render.sock, header_timeout: 2s, idle_timeout: 5s, send_timeout: 3s, min_send_rate: 64KiB}",
+        );
+        let l = load_str(&tuned, Path::new("/tmp/x.yaml")).unwrap().listen;
+        assert_eq!((l.header_timeout.as_secs(), l.idle_timeout.as_secs(), l.send_timeout.as_secs()), (2, 5, 3));
+        assert_eq!(l.min_send_rate, 64 * 1024);
+        let zero = GOOD.replace("render_socket: render.sock}", "render_socket: render.sock, header_timeout: 0s}");
+        let problems = load_str(&zero, Path::new("/tmp/x.yaml")).unwrap_err();
+        assert!(format!("{problems:?}").contains("listen.header_timeout"), "{problems:?}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use pingora_http::ResponseHeader;
 use crate::cache::Outcome;
 use crate::error::Error;
 
+/// Every header named with this prefix is imgedge's own: none ever reaches a client.
+const INTERNAL_PREFIX: &str = "x-imgedge-";
 /// Headers between render and the edge that never leave imgedge.
 pub const TENANT_HEADER: &str = "x-imgedge-tenant";
 pub const REQUEST_HEADER: &str = "x-imgedge-request";
@@ -36,9 +38,8 @@ pub fn parse_timing(v: &[u8]) -> (Option<u64>, Option<u64>) {
     (parts.next().flatten(), parts.next().flatten())
 }
 
-/// Headers a hit answer sets itself (never copied from the stored response), and internal
-/// ones that never leave.
-const NOT_STORED: [HeaderName; 8] = [
+/// Headers a hit answer sets itself (never copied from the stored response).
+const NOT_STORED: [HeaderName; 7] = [
     http::header::AGE,
     http::header::DATE,
     http::header::CONNECTION,
@@ -46,17 +47,26 @@ const NOT_STORED: [HeaderName; 8] = [
     HeaderName::from_static("x-cache"),
     http::header::VARY,
     http::header::ACCEPT_RANGES,
-    HeaderName::from_static(PASSTHROUGH_HEADER),
 ];
 
+/// Removes imgedge's internal headers ([`INTERNAL_PREFIX`]).
+fn strip_internal(h: &mut ResponseHeader) {
+    let internal: Vec<HeaderName> =
+        h.headers.keys().filter(|n| n.as_str().starts_with(INTERNAL_PREFIX)).cloned().collect();
+    for name in &internal {
+        h.remove_header(name);
+    }
+}
+
 /// The stored response as a hit sends it, before the per-answer fields: without
-/// [`NOT_STORED`] headers, with `Accept-Ranges` on a 200 (what pingora's range filter
+/// [`NOT_STORED`] and internal headers, with `Accept-Ranges` on a 200 (what pingora's range filter
 /// adds to a hit asked without `Range`; a `Range` request keeps pingora's own).
 fn stored(h: &ResponseHeader, accept_ranges: bool) -> ResponseHeader {
     let mut h = h.clone();
     for name in &NOT_STORED {
         h.remove_header(name);
     }
+    strip_internal(&mut h);
     if accept_ranges {
         // infallible for a static name and value
         let _ = h.insert_header("Accept-Ranges", "bytes");
@@ -154,7 +164,7 @@ pub fn decorate(
             }
         }
         _ => {
-            h.remove_header(PASSTHROUGH_HEADER);
+            strip_internal(h);
             h.insert_header("x-cache", outcome.header_value())?;
             if vary {
                 h.insert_header("vary", "Accept")?;
@@ -287,7 +297,18 @@ mod tests {
         let mut raw = BytesMut::from(&stored_head(&stored_200())[..]);
         write_tail(&mut raw, 7, true);
         assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&via_pingora));
-        assert!(!String::from_utf8_lossy(&raw).contains(PASSTHROUGH_HEADER), "internal headers never leave");
+        assert!(!String::from_utf8_lossy(&raw).contains("x-imgedge"), "internal headers never leave");
+    }
+
+    #[test]
+    fn no_internal_header_leaves_on_any_answer() {
+        for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Bypass] {
+            let mut h = stored_200();
+            h.insert_header("x-imgedge-anything", "1").unwrap();
+            h.insert_header(http::header::AGE, 3).unwrap();
+            decorate(&mut h, outcome, false, None).unwrap();
+            assert!(h.headers.keys().all(|n| !n.as_str().starts_with("x-imgedge")), "{outcome:?}: {h:?}");
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct FrontEntry {
     /// What `Age` counts from (pingora's `CacheMeta::epoch`).
     epoch: SystemTime,
     fresh_until: SystemTime,
+    /// The source unchanged (`raw`, `skp`): billed as its miss was, not as a transform.
+    passthrough: bool,
 }
 
 impl FrontEntry {
@@ -55,6 +57,10 @@ impl FrontEntry {
 
     pub fn stored_header(&self) -> &ResponseHeader {
         &self.header
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.passthrough
     }
 
     pub fn status(&self) -> u16 {
@@ -132,6 +138,7 @@ impl Front {
             file,
             epoch: meta.epoch(),
             fresh_until: meta.fresh_until(),
+            passthrough: header.headers.contains_key(answer::PASSTHROUGH_HEADER),
         };
         self.map.put(hash, Arc::new(entry), weight);
         if self.removals() != removals_before {

@@ -365,7 +365,7 @@ impl EdgeApp {
         let Some(host) = host.and_then(host::name) else { return Handled::Pass };
 
         let now = SystemTime::now();
-        let Some((ctx, key)) = self.admitted(host, path, accept, now) else { return Handled::Pass };
+        let Some((mut ctx, key)) = self.admitted(host, path, accept, now) else { return Handled::Pass };
         let Some(tenant) = ctx.tenant.clone() else { return Handled::Pass };
         let Some(entry) = self.core.cache.storage.front_get_hashed(key, now) else { return Handled::Pass };
         // counted only now, for a request answered here; at the limit pingora counts it
@@ -373,6 +373,8 @@ impl EdgeApp {
         if self.core.at_rate(&tenant) || self.core.over_rate(&tenant) {
             return Handled::Pass;
         }
+        // billed as its miss was
+        ctx.passthrough = entry.passthrough();
 
         let not_modified = entry.status() == 200
             && entry.etag().is_some_and(|etag| inm[..n_inm].iter().flatten().any(|v| weak_validate_etag(v, etag)));

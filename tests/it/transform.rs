@@ -148,6 +148,42 @@ async fn raw_and_skip_processing_pass_the_source_through() {
 }
 
 #[tokio::test]
+async fn passthrough_hits_on_every_path_are_billed_as_their_miss() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = Imgedge::start(&negotiating(&images_dir())).await;
+    let raw = sign("/raw:1/plain/coffee_600x400.jpg");
+    // the miss, then pingora's hit that fills the front
+    s.fill(HOST, &raw).await;
+    // then hits of the hit path below pingora, read as raw bytes: no internal header
+    let mut conn = tokio::net::TcpStream::connect(s.edge).await.unwrap();
+    let body_len = std::fs::metadata(images_dir().join("coffee_600x400.jpg")).unwrap().len() as usize;
+    for _ in 0..3 {
+        conn.write_all(format!("GET {raw} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let head_end = loop {
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut chunk)).await.unwrap();
+            got.extend_from_slice(&chunk[..n.unwrap()]);
+        };
+        while got.len() < head_end + body_len {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut chunk)).await.unwrap();
+            got.extend_from_slice(&chunk[..n.unwrap()]);
+        }
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200") && head.contains("x-cache: hit\r\n"), "{head}");
+        assert!(!head.contains("x-imgedge"), "internal header leaked: {head}");
+    }
+    assert_eq!(s.metric_settled("imgedge_edge_hit_path_requests_total", 3.0).await, 3.0);
+    // a passthrough is requests and bytes, never a unique transform, on every path
+    let row = usage_row(&mut s);
+    assert!(row["requests"].as_u64().unwrap() >= 5, "{row}");
+    assert_eq!(row["unique_transforms"], 0, "{row}");
+}
+
+#[tokio::test]
 async fn a_tenant_with_the_cache_off_always_renders() {
     let tenant = local_tenant_at("t1", HOST, &images_dir()) + "    cache: {enabled: false}\n";
     let s = Imgedge::start(&tenant).await;

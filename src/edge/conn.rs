@@ -172,9 +172,9 @@ impl EdgeApp {
         let client = tcp.peer_addr().ok().map(|a| a.ip());
         let mut buf = BytesMut::with_capacity(2048);
         let mut shutdown_rx = shutdown.clone();
-        // a whole head is due `header` after the connection opened, and for each later
-        // request after its first byte: a client dribbling bytes cannot hold it longer
-        let mut head_due = Some(Instant::now() + self.timeouts.header);
+        // a whole head is due `header` after its first byte: a client dribbling bytes
+        // cannot hold the connection longer; before that byte the idle timeout applies
+        let mut head_due = None;
         loop {
             if !buf.is_empty() {
                 head_due.get_or_insert_with(|| Instant::now() + self.timeouts.header);

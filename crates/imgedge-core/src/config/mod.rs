@@ -77,10 +77,9 @@ pub struct Listen {
     pub edge: Vec<String>,
     pub ops: Option<String>,
     pub render_socket: PathBuf,
-    /// Edge clients: a whole request head must arrive within this (from the connection's
-    /// start for its first request, from the first byte for later ones).
+    /// Edge clients: a whole request head must arrive within this of its first byte.
     pub header_timeout: Duration,
-    /// Edge clients: how long a keep-alive connection may wait for its next request.
+    /// Edge clients: how long a connection may wait for the first byte of a request.
     pub idle_timeout: Duration,
     /// Edge clients: how long one write of an answer may wait for the client to read.
     pub send_timeout: Duration,

@@ -91,7 +91,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     let requests = counter_vec(
         &r,
         "imgedge_http_requests_total",
-        "Edge requests answered, by operation (transform, or none when rejected before parsing), status class \
+        "Edge requests answered, by operation (transform, info, or none when rejected before parsing), status class \
          (2xx..5xx, none = no response) and cache outcome (hit, miss, stale, revalidated, bypass, none).",
         &["operation", "status_class", "cache"],
     );

@@ -97,7 +97,19 @@ impl EdgeCore {
         if count_rate && self.over_rate(&tenant) {
             return Err(Error::RateLimited);
         }
-        let rest = signature::split_signed_path(req.path).map_or("", |(_, rest)| rest);
+        let (path, info) = signed_path(req.path);
+        let rest = signature::split_signed_path(path).map_or("", |(_, rest)| rest);
+        if info {
+            let parsed = options::parse_info(rest, &tenant.parse_context())?;
+            ctx.expires = parsed.expires;
+            if expired(parsed.expires, SystemTime::now()) {
+                return Err(Error::Expired);
+            }
+            ctx.info = true;
+            ctx.format = "json";
+            ctx.canonical = parsed.request.canonical();
+            return Ok(());
+        }
         let mut parsed = options::parse(rest, &tenant.parse_context())?;
         ctx.expires = parsed.expires;
         if expired(parsed.expires, SystemTime::now()) {
@@ -135,7 +147,7 @@ impl EdgeCore {
             return Err(Error::UnknownTenant);
         };
         ctx.tenant = Some(tenant.clone());
-        let checked = match signature::split_signed_path(req.path) {
+        let checked = match signature::split_signed_path(signed_path(req.path).0) {
             None => Err(signature::SignatureError::Missing),
             Some(_) if tenant.allow_unsigned => Ok(()),
             Some((sig, rest)) => signature::verify(&tenant.keys, tenant.signature_size, sig, rest),
@@ -147,6 +159,15 @@ impl EdgeCore {
             });
             Error::Signature(e)
         })
+    }
+}
+
+/// The signed part of a request path, and whether it is an `/info/{signature}/…` request:
+/// the signature covers what follows it there, as for a transform.
+fn signed_path(path: &str) -> (&str, bool) {
+    match path.strip_prefix(options::INFO_PREFIX).filter(|p| p.starts_with('/')) {
+        Some(p) => (p, true),
+        None => (path, false),
     }
 }
 

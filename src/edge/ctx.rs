@@ -46,6 +46,8 @@ pub struct Ctx {
     pub(super) billing_canonical: Option<String>,
     /// Render sent the source unchanged (`raw`, `skp`): not a transform.
     pub(super) passthrough: bool,
+    /// An `/info` request: JSON facts about the source, priced and cached as info.
+    pub(crate) info: bool,
     /// The signed URL's expiry (`exp`), seconds since the epoch.
     pub(crate) expires: Option<u64>,
     /// Why the request is not known to be its tenant's (unknown host, missing or bad
@@ -70,6 +72,7 @@ impl Ctx {
             vary_accept: false,
             billing_canonical: None,
             passthrough: false,
+            info: false,
             expires: None,
             unverified: None,
             render_us: None,
@@ -88,7 +91,11 @@ impl Ctx {
         let elapsed = self.started.elapsed();
         let micros = elapsed.as_micros() as u64;
         // the canonical request is set once the request was admitted
-        let operation = if self.canonical.is_empty() { "none" } else { "transform" };
+        let operation = match (self.canonical.is_empty(), self.info) {
+            (true, _) => "none",
+            (false, true) => "info",
+            (false, false) => "transform",
+        };
         metrics::request(operation, f.code, f.cache, elapsed.as_secs_f64(), f.bytes);
         if let Some(reason) = self.unverified {
             // not in the tenant's usage; still one line in the request log
@@ -102,7 +109,8 @@ impl Ctx {
                 (None, false) => self.canonical.as_str(),
             };
             let site = telemetry::calling_site(f.origin, f.referer);
-            usage::edge_request(tenant, f.code, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
+            let op = if self.info { usage::Operation::Info } else { usage::Operation::Transform };
+            usage::edge_request(tenant, op, f.code, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
         }
         if reqlog::enabled() {
             self.log(f, operation, micros);

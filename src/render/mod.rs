@@ -109,6 +109,44 @@ impl Render {
         Ok((admitted, Some(guard)))
     }
 
+    /// An `/info` request: fetched and admitted as a transform, answered with JSON facts
+    /// read on the worker pool (hashing a large original is CPU work too).
+    async fn info(
+        &self,
+        tenant_id: &str,
+        canonical: &str,
+        origin_us: &mut Option<u64>,
+    ) -> Result<(Vec<u8>, String, Arc<Tenant>), Error> {
+        let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
+        let _admitted = self.admit(&rt)?;
+        let req = options::parse_info_canonical(canonical)?;
+        let fetch_timer = metrics::render_span("fetch").start_timer();
+        let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
+        *origin_us = Some((fetch_timer.stop_and_record() * 1e6) as u64);
+        let etag = etag_of(tenant_id, canonical, etag.as_deref());
+        let max_pixels = rt.tenant.transform_settings().max_src_pixels;
+        let work = async {
+            let queued = Instant::now();
+            let waiting = metrics::Queued::start();
+            let permit =
+                self.workers.clone().acquire_owned().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
+            drop(waiting);
+            metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
+            let timer = metrics::render_span("transform").start_timer();
+            let info = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                transform::info(&bytes, &req.options, max_pixels)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("info task: {e}")))??;
+            timer.observe_duration();
+            serde_json::to_vec(&info).map_err(|e| Error::Internal(format!("info json: {e}")))
+        };
+        let body =
+            tokio::time::timeout(rt.tenant.limits.render_timeout, work).await.map_err(|_| Error::RenderTimeout)??;
+        Ok((body, etag, rt.tenant.clone()))
+    }
+
     /// `origin_us` gets the origin fetch's duration once it has finished.
     async fn render(
         &self,
@@ -177,8 +215,12 @@ impl Render {
 /// Strong ETag: a hash of what was asked (tenant, canonical request) and of which
 /// original it was made from (the origin's validator).
 fn etag_for(tenant: &str, req: &ImageRequest, origin_etag: Option<&str>) -> String {
+    etag_of(tenant, &req.canonical(), origin_etag)
+}
+
+fn etag_of(tenant: &str, canonical: &str, origin_etag: Option<&str>) -> String {
     let mut h = blake3::Hasher::new();
-    for part in [tenant, &req.canonical(), origin_etag.unwrap_or("")] {
+    for part in [tenant, canonical, origin_etag.unwrap_or("")] {
         h.update(&(part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -188,8 +230,8 @@ fn etag_for(tenant: &str, req: &ImageRequest, origin_etag: Option<&str>) -> Stri
 
 /// `Cache-Control` of an image: tenant TTL, `immutable` unless configured otherwise, and
 /// the stale-if-error window the edge honours when render or the origin fails later.
-fn cache_control(t: &Tenant) -> String {
-    let mut cc = format!("public, max-age={}", t.cache_ttl.as_secs());
+fn cache_control(t: &Tenant, ttl: std::time::Duration) -> String {
+    let mut cc = format!("public, max-age={}", ttl.as_secs());
     if t.immutable {
         cc.push_str(", immutable");
     }
@@ -211,8 +253,13 @@ impl ServeHttp for Render {
         };
         let started = Instant::now();
         let mut origin_us = None;
-        let rendered = self.render(&tenant_id, &canonical, &mut origin_us).await;
-        let mut response = self.answer(rendered, &tenant_id, &canonical);
+        let mut response = if canonical.starts_with(options::INFO_PREFIX) {
+            let info = self.info(&tenant_id, &canonical, &mut origin_us).await;
+            self.answer_info(info, &tenant_id, &canonical)
+        } else {
+            let rendered = self.render(&tenant_id, &canonical, &mut origin_us).await;
+            self.answer(rendered, &tenant_id, &canonical)
+        };
         let timing = format!(
             "{} {}",
             origin_us.map_or_else(|| "-".to_owned(), |u| u.to_string()),
@@ -226,6 +273,29 @@ impl ServeHttp for Render {
 }
 
 impl Render {
+    fn answer_info(
+        &self,
+        info: Result<(Vec<u8>, String, Arc<Tenant>), Error>,
+        tenant_id: &str,
+        canonical: &str,
+    ) -> Response<Vec<u8>> {
+        match info {
+            Ok((body, etag, tenant)) => {
+                metrics::render("info");
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .header("content-length", body.len())
+                    .header("etag", etag)
+                    .header("cache-control", cache_control(&tenant, tenant.info_ttl))
+                    .header("x-content-type-options", "nosniff")
+                    .body(body)
+                    .unwrap_or_default()
+            }
+            Err(e) => self.failed(tenant_id, canonical, e),
+        }
+    }
+
     fn answer(
         &self,
         rendered: Result<(Output, String, Arc<Tenant>), Error>,
@@ -239,7 +309,7 @@ impl Render {
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
-                    .header("cache-control", cache_control(&tenant))
+                    .header("cache-control", cache_control(&tenant, tenant.cache_ttl))
                     .header("x-content-type-options", "nosniff");
                 if let Some((w, h)) = out.dims {
                     builder = builder.header("x-result-width", w).header("x-result-height", h);
@@ -260,14 +330,18 @@ impl Render {
                 }
                 builder.body(out.bytes).unwrap_or_default()
             }
-            Err(e) => {
-                metrics::render(e.category());
-                if e.status() >= 500 {
-                    tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
-                }
-                let ttl = self.tenants.load().get(tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
-                Answer::error(&e, ttl).into_response()
-            }
+            Err(e) => self.failed(tenant_id, canonical, e),
         }
+    }
+}
+
+impl Render {
+    fn failed(&self, tenant_id: &str, canonical: &str, e: Error) -> Response<Vec<u8>> {
+        metrics::render(e.category());
+        if e.status() >= 500 {
+            tracing::warn!(tenant = %tenant_id, request = %canonical, error = %e, "render failed");
+        }
+        let ttl = self.tenants.load().get(tenant_id).map(|t| t.tenant.not_found_ttl.as_secs());
+        Answer::error(&e, ttl).into_response()
     }
 }

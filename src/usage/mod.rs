@@ -173,6 +173,7 @@ impl From<Outcome> for CacheOutcome {
 #[allow(clippy::too_many_arguments)]
 pub fn edge_request(
     tenant: &Tenant,
+    operation: Operation,
     status: u16,
     cache: Outcome,
     bytes_out: u64,
@@ -187,7 +188,7 @@ pub fn edge_request(
     let Some(r) = RECORDER.get() else { return };
     let mut req = Request {
         tenant: &tenant.id,
-        operation: Operation::Transform,
+        operation,
         status,
         cache: cache.into(),
         bytes_out,

@@ -13,6 +13,7 @@ mod edge;
 mod front;
 mod hostile;
 mod imgproxy;
+mod info;
 mod observe;
 mod ops;
 mod origins;

@@ -212,6 +212,8 @@ pub struct Tenant {
     pub cache_enabled: bool,
     /// Freshness of transformed images.
     pub cache_ttl: Duration,
+    /// Freshness of `/info` answers (facts about a source may be re-checked sooner).
+    pub info_ttl: Duration,
     /// Freshness of "source not found" answers.
     pub not_found_ttl: Duration,
     /// How long an expired image may still be served when render or the origin fails.

@@ -209,6 +209,7 @@ pub struct RawTenantCache {
     /// `false`: this tenant's requests bypass the cache and always render.
     pub enabled: Option<bool>,
     pub ttl: Option<Duration>,
+    pub info_ttl: Option<Duration>,
     pub not_found_ttl: Option<Duration>,
     pub stale_if_error: Option<Duration>,
     pub immutable: Option<bool>,

@@ -22,6 +22,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TTL: Duration = Duration::from_secs(31_536_000);
+const DEFAULT_INFO_TTL: Duration = Duration::from_secs(86_400);
 const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(86_400);
 /// Frames of one animation: the pixel limit bounds memory, this bounds encode time.
@@ -351,6 +352,7 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
     }
 
     let cache_ttl = t.cache.ttl.map_or(DEFAULT_TTL, |d| d.0);
+    let info_ttl = t.cache.info_ttl.map_or(DEFAULT_INFO_TTL, |d| d.0);
     let not_found_ttl = t.cache.not_found_ttl.map_or(DEFAULT_NOT_FOUND_TTL, |d| d.0);
     let stale_if_error = t.cache.stale_if_error.map_or(DEFAULT_STALE_IF_ERROR, |d| d.0);
     let billing = billing(c, &format!("{at}.billing"), &t.billing);
@@ -381,6 +383,7 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         max_frames,
         cache_enabled: t.cache.enabled.unwrap_or(true),
         cache_ttl,
+        info_ttl,
         not_found_ttl,
         stale_if_error,
         immutable: t.cache.immutable.unwrap_or(true),

@@ -7,11 +7,16 @@
 //! the edge sends to the render service. No pingora, no tokio here.
 
 mod canonical;
+pub mod info;
 mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse, parse_canonical, parse_source, OriginRef, ParseContext, ParsedPath};
+pub use info::{InfoOptions, InfoRequest, INFO_PREFIX};
+pub use parse::{
+    parse, parse_canonical, parse_info, parse_info_canonical, parse_source, OriginRef, ParseContext, ParsedInfo,
+    ParsedPath,
+};
 
 use std::fmt;
 

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
+use super::info::{InfoOptions, InfoRequest, INFO_PREFIX};
 use super::{
     Crop, Extend, Format, Gravity, GravityType, ImageRequest, OptionError, Options, ResizingType, Rgb, Source, Trim,
 };
@@ -88,6 +89,83 @@ pub fn parse_canonical(canonical: &str) -> Result<ImageRequest, OptionError> {
         return Err(OptionError::InvalidPath("not a canonical request".into()));
     }
     Ok(parsed.request)
+}
+
+/// Result of parsing a signed `/info` path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedInfo {
+    pub request: InfoRequest,
+    /// `exp`/`expires` unix timestamp, checked by the caller.
+    pub expires: Option<u64>,
+}
+
+/// Parses the path after `/info/{signature}` for one tenant. Transform presets do not
+/// apply: an info request has its own options.
+pub fn parse_info(path: &str, ctx: &ParseContext<'_>) -> Result<ParsedInfo, OptionError> {
+    parse_info_with(path, Mode::Tenant(ctx))
+}
+
+/// Parses the output of [`InfoRequest::canonical`] and nothing else.
+pub fn parse_info_canonical(canonical: &str) -> Result<InfoRequest, OptionError> {
+    let rest = canonical
+        .strip_prefix(INFO_PREFIX)
+        .ok_or_else(|| OptionError::InvalidPath("not a canonical info request".into()))?;
+    let parsed = parse_info_with(rest, Mode::Canonical)?;
+    if parsed.expires.is_some() || parsed.request.canonical() != canonical {
+        return Err(OptionError::InvalidPath("not a canonical info request".into()));
+    }
+    Ok(parsed.request)
+}
+
+fn parse_info_with(path: &str, mode: Mode<'_>) -> Result<ParsedInfo, OptionError> {
+    let rest = path.strip_prefix('/').ok_or_else(|| OptionError::InvalidPath("path must start with /".into()))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let source_at = segments.iter().position(|s| !s.contains(':')).unwrap_or(segments.len());
+    let mut o = InfoOptions::default();
+    let mut expires = None;
+    for seg in &segments[..source_at] {
+        let (name, arg_text) = seg.split_once(':').unwrap_or((seg, ""));
+        let args: Vec<&str> = arg_text.split(':').collect();
+        match name {
+            "size" | "s" => set_bool(name, "size", &mut o.size, one_arg(name, &args)?)?,
+            "format" | "f" => set_bool(name, "format", &mut o.format, one_arg(name, &args)?)?,
+            "dimensions" | "d" => set_bool(name, "dimensions", &mut o.dimensions, one_arg(name, &args)?)?,
+            "alpha" | "a" => set_bool(name, "alpha", &mut o.alpha, one_arg(name, &args)?)?,
+            "frames" | "pages_number" | "pn" => set_bool(name, "frames", &mut o.frames, one_arg(name, &args)?)?,
+            "calc_hashsums" | "chs" => {
+                // an empty list turns hashing off, as an empty positional argument does
+                o.sha256 = false;
+                for a in args.iter().filter(|a| !a.is_empty()) {
+                    match *a {
+                        "sha256" => o.sha256 = true,
+                        other => return Err(invalid(name, format!("unsupported hash {}", clip(other)))),
+                    }
+                }
+            }
+            "expires" | "exp" => {
+                let t = parse_uint(one_arg(name, &args)?)
+                    .ok_or_else(|| invalid(name, "expires must be a unix timestamp"))?;
+                expires = (t > 0).then_some(t);
+            }
+            // as for transforms, an empty `cb:` removes the cachebuster
+            "cachebuster" | "cb" if args == [""] => o.cachebuster = None,
+            "cachebuster" | "cb" => {
+                let cb = one_arg(name, &args)?;
+                let ok = cb.len() <= MAX_CACHEBUSTER_LEN
+                    && cb.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+                if !ok {
+                    return Err(invalid(name, "cachebuster must be 1-256 characters of [A-Za-z0-9._~-]"));
+                }
+                o.cachebuster = Some(cb.to_owned());
+            }
+            _ => return Err(OptionError::UnknownOption(clip(name))),
+        }
+    }
+    // an extension names an output format, which an info answer does not have: it is
+    // checked like a transform's and otherwise ignored
+    let (decoded, _ext) = decode_source(&segments[source_at..])?;
+    let source = resolve_source(&decoded, mode)?;
+    Ok(ParsedInfo { request: InfoRequest { options: o, source }, expires })
 }
 
 #[derive(Clone, Copy)]

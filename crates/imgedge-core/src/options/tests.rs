@@ -324,6 +324,33 @@ fn config_validation_probe_parses() {
     assert!(parse("/pr:nested/plain/check.jpg", &ctx).is_err());
 }
 
+#[test]
+fn info_requests_have_one_canonical_form_of_their_own() {
+    let refs = [OriginRef { name: "check".into(), url_prefix: None }];
+    let p = presets(true);
+    let ctx = ParseContext { presets: &p, origins: &refs, default_origin: Some("check") };
+    let a = parse_info("/chs:sha256/alpha:true/size:0/exp:1893456000/plain/a%20b.jpg", &ctx).unwrap();
+    let b = parse_info("/s:0/a:1/calc_hashsums:sha256/plain/check:a%20b.jpg", &ctx).unwrap();
+    assert_eq!(a.expires, Some(1_893_456_000));
+    assert_eq!(a.request, b.request);
+    let c = a.request.canonical();
+    assert_eq!(c, "/info/a:1/chs:sha256/s:0/plain/check:a%20b.jpg");
+    assert_eq!(parse_info_canonical(&c).unwrap(), a.request);
+    let cleared = parse_info("/cb:v1/cb:/plain/x.jpg", &ctx).unwrap().request;
+    assert_eq!(cleared.options.cachebuster, None, "an empty cb: removes it");
+    // transform presets (`default` included) never apply to info
+    assert_eq!(parse_info("/plain/x.jpg", &ctx).unwrap().request.canonical(), "/info/plain/check:x.jpg");
+    // not canonical, or a transform's canonical form
+    assert!(parse_info_canonical("/info/s:1/plain/check:x.jpg").is_err());
+    assert!(parse_info_canonical("/plain/check:x.jpg").is_err());
+    assert!(parse_canonical("/info/plain/check:x.jpg").is_err());
+    for bad in
+        ["/w:1/plain/x.jpg", "/chs:md5/plain/x.jpg", "/a:2/plain/x.jpg", "/s/plain/x.jpg", "/cb:a%20/plain/x.jpg"]
+    {
+        assert!(parse_info(bad, &ctx).is_err(), "{bad}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests
 

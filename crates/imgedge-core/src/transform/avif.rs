@@ -34,7 +34,7 @@ pub(crate) fn dimensions(input: &[u8]) -> Result<(u32, u32), TransformError> {
     Ok((meta.max_frame_width.get(), meta.max_frame_height.get()))
 }
 
-fn parse(input: &[u8]) -> Result<avif_parse::AvifData, TransformError> {
+pub(super) fn parse(input: &[u8]) -> Result<avif_parse::AvifData, TransformError> {
     check_boxes(input)?;
     // avif-parse copies only the (compressed) item payloads, bounded by the input once
     // the top-level sizes are known to fit. Its parser-sync check is a debug assertion

@@ -107,7 +107,7 @@ fn be16(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from(u16::from_be_bytes(d.get(at..at + 2)?.try_into().ok()?)))
 }
 
-fn be32(d: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be32(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
 
@@ -120,7 +120,7 @@ fn le24(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
 }
 
-fn le32(d: &[u8], at: usize) -> Option<u32> {
+pub(super) fn le32(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
 

@@ -47,6 +47,7 @@ mod encode;
 mod geometry;
 #[cfg(test)]
 mod golden_tests;
+mod info;
 mod jpeg_dc;
 mod metadata;
 mod pipeline;
@@ -155,6 +156,8 @@ pub fn probe(input: &[u8]) -> Result<Probe, TransformError> {
 pub fn sniff(input: &[u8]) -> Option<Format> {
     decode::sniff(input)
 }
+
+pub use info::{info, Hashsums, Info};
 
 /// Decodes, transforms and encodes one image.
 pub fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {

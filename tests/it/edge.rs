@@ -163,6 +163,8 @@ async fn miss_then_hit_with_identical_bytes() {
     assert_eq!(first.headers()["x-cache"], "MISS");
     let etag = first.headers()["etag"].clone();
     let a = first.bytes().await.unwrap();
+    // the miss's cache write can land just after its answer
+    assert_eq!(s.metric_settled(r#"imgedge_cache_items{tier="memory"}"#, 1.0).await, 1.0);
     let second = s.get(HOST, &path).await;
     assert_eq!(second.headers()["x-cache"], "HIT");
     assert_eq!(second.headers()["etag"], etag);
@@ -196,6 +198,8 @@ async fn missing_source_is_404_and_cached_briefly() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["cache-control"], "public, max-age=60");
     assert_eq!(r.headers()["x-cache"], "MISS");
+    // the miss's cache write can land just after its answer
+    assert_eq!(s.metric_settled(r#"imgedge_cache_items{tier="memory"}"#, 1.0).await, 1.0);
     let r = s.get(HOST, &path).await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-cache"], "HIT");

@@ -27,6 +27,8 @@ async fn front_hits_answer_as_pingora_hits_do() {
     let miss = s.get(HOST, &p).await;
     assert_eq!(miss.headers()["x-cache"], "MISS");
     let rendered = miss.bytes().await.unwrap();
+    // the miss's cache write can land just after its answer
+    assert_eq!(s.metric_settled(r#"imgedge_cache_items{tier="memory"}"#, 1.0).await, 1.0);
     // the first hit goes through pingora-cache and fills the front; the rest come from it
     let first = s.get(HOST, &p).await;
     assert_eq!(first.headers()["x-cache"], "HIT");

@@ -17,7 +17,10 @@ async fn health_endpoints() {
 async fn metrics_count_requests_by_status_and_cache_outcome() {
     let s = Imgedge::start(&local_tenant()).await;
     let ok = sign("/w:70/plain/coffee_600x400.jpg");
-    for _ in 0..3 {
+    assert_eq!(s.get("img.test", &ok).await.status(), 200);
+    // the miss's cache write can land just after its answer: the hits below wait for it
+    assert_eq!(s.metric_settled(r#"imgedge_cache_items{tier="memory"}"#, 1.0).await, 1.0);
+    for _ in 0..2 {
         assert_eq!(s.get("img.test", &ok).await.status(), 200);
     }
     for _ in 0..2 {

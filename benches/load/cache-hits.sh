@@ -7,7 +7,8 @@
 # machine's speed drifts (other tenants, CPU steal), so a ratio is taken within a pair and the
 # median over rounds is reported (SUMMARY lines, with the smallest and largest pair ratio).
 # COMPARE=log pairs imgedge against itself with the request log on (every hit logged to a
-# file; a second process on 8101) instead of against nginx: the request log's cost.
+# file, or HIT_SAMPLE of them; a second process on 8101) instead of against nginx: the
+# request log's cost.
 # Two kinds of jobs (JOBS, default "plain keepalive"): plain hits, and `ka_*`, hits on
 # keep-alive connections whose first request is handed to pingora (first-handoff.lua: it
 # carries `Range`), as a CDN's connections that mix misses and hits (at c=64).
@@ -48,6 +49,8 @@ if [[ $other == logged ]]; then
   mkdir -p "$work/2"
   sed -e "s#$work/#$work/2/#g" -e 's#8100#8101#; s#9190#9191#' "$work/imgedge.yaml" > "$work/2/imgedge.yaml"
   printf 'log:\n  requests: {path: %s}\n' "$work/2/requests.log" >> "$work/2/imgedge.yaml"
+  # HIT_SAMPLE=0.1: the share of the bench tenant's hits logged (log.hit_sample; default all)
+  [[ -n ${HIT_SAMPLE:-} ]] && sed -i "/- id: bench/a\\    log: {hit_sample: $HIT_SAMPLE}" "$work/2/imgedge.yaml"
   "$bin" -c "$work/2/imgedge.yaml" >"$work/2/log" 2>&1 </dev/null & echo $! > "$work/pid2"
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9191/readyz && break; sleep 0.1; done
 fi

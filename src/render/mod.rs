@@ -11,7 +11,7 @@ pub mod origins;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -109,6 +109,37 @@ impl Render {
         Ok((admitted, Some(guard)))
     }
 
+    /// Runs `work` on the worker pool, within `timeout` of asking for a worker. The worker
+    /// permit and the admission (render slot, tenant slot) move into the blocking task: work
+    /// that outlives the timeout keeps counting against both until it really ends, so
+    /// abandoned work cannot pile up past the limits.
+    async fn on_worker<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        admitted: (Admitted, Option<pingora_limits::inflight::Guard>),
+        timeout: Duration,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let run = async {
+            let queued = Instant::now();
+            let waiting = metrics::Queued::start();
+            let permit =
+                self.workers.clone().acquire_owned().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
+            drop(waiting);
+            metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
+            let timer = metrics::render_span("transform").start_timer();
+            let out = tokio::task::spawn_blocking(move || {
+                let _held = (permit, admitted);
+                work()
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("{what} task: {e}")))??;
+            timer.observe_duration();
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| Error::RenderTimeout)?
+    }
+
     /// An `/info` request: fetched and admitted as a transform, answered with JSON facts
     /// read on the worker pool (hashing a large original is CPU work too).
     async fn info(
@@ -118,32 +149,19 @@ impl Render {
         origin_us: &mut Option<u64>,
     ) -> Result<(Vec<u8>, String, Arc<Tenant>), Error> {
         let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
-        let _admitted = self.admit(&rt)?;
+        let admitted = self.admit(&rt)?;
         let req = options::parse_info_canonical(canonical)?;
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
         *origin_us = Some((fetch_timer.stop_and_record() * 1e6) as u64);
         let etag = etag_of(tenant_id, canonical, etag.as_deref());
         let max_pixels = rt.tenant.transform_settings().max_src_pixels;
-        let work = async {
-            let queued = Instant::now();
-            let waiting = metrics::Queued::start();
-            let permit =
-                self.workers.clone().acquire_owned().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
-            drop(waiting);
-            metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
-            let timer = metrics::render_span("transform").start_timer();
-            let info = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                transform::info(&bytes, &req.options, max_pixels)
+        let info = self
+            .on_worker("info", admitted, rt.tenant.limits.render_timeout, move || {
+                transform::info(&bytes, &req.options, max_pixels).map_err(Error::from)
             })
-            .await
-            .map_err(|e| Error::Internal(format!("info task: {e}")))??;
-            timer.observe_duration();
-            serde_json::to_vec(&info).map_err(|e| Error::Internal(format!("info json: {e}")))
-        };
-        let body =
-            tokio::time::timeout(rt.tenant.limits.render_timeout, work).await.map_err(|_| Error::RenderTimeout)??;
+            .await?;
+        let body = serde_json::to_vec(&info).map_err(|e| Error::Internal(format!("info json: {e}")))?;
         Ok((body, etag, rt.tenant.clone()))
     }
 
@@ -174,34 +192,16 @@ impl Render {
         let settings =
             transform::Settings { deadline: Some(Instant::now() + timeout), ..rt.tenant.transform_settings() };
         let opts = req.options.clone();
-        let work = async {
-            let queued = Instant::now();
-            let waiting = metrics::Queued::start();
-            let permit =
-                self.workers.clone().acquire_owned().await.map_err(|_| Error::Internal("worker pool closed".into()))?;
-            drop(waiting);
-            metrics::render_span("queue").observe(queued.elapsed().as_secs_f64());
-            let transform_timer = metrics::render_span("transform").start_timer();
-            // CPU work leaves the async runtime. The worker permit and the admission
-            // (render slot, tenant slot) move into the task: a transform that outlives the
-            // render timeout keeps counting against both until it really ends, so
-            // abandoned work cannot pile up past the limits.
-            let encoded = tokio::task::spawn_blocking(move || {
-                let _held = (permit, admitted);
-                transform::run(&bytes, &opts, &settings)
+        let encoded = self
+            .on_worker("transform", admitted, timeout, move || {
+                transform::run(&bytes, &opts, &settings).map_err(|e| match e {
+                    TransformError::TimedOut => Error::RenderTimeout,
+                    e => Error::Transform(e),
+                })
             })
-            .await
-            .map_err(|e| Error::Internal(format!("transform task: {e}")))?
-            .map_err(|e| match e {
-                TransformError::TimedOut => Error::RenderTimeout,
-                e => Error::Transform(e),
-            })?;
-            transform_timer.observe_duration();
-            let t = encoded.timings;
-            metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
-            Ok::<_, Error>(encoded)
-        };
-        let encoded = tokio::time::timeout(timeout, work).await.map_err(|_| Error::RenderTimeout)??;
+            .await?;
+        let t = encoded.timings;
+        metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
         let out = Output {
             dims: Some((encoded.width, encoded.height)),
             bytes: encoded.bytes,

@@ -220,8 +220,11 @@ async fn hit_path_keeps_http_semantics_on_raw_connections() {
     let s = Imgedge::start(&local_tenant()).await;
     let p = sign("/w:120/plain/coffee_600x400.jpg@jpeg");
     let missing = sign("/w:120/plain/no_such_image.jpg@jpeg");
-    for path in [&p, &p, &missing, &missing] {
-        s.get(HOST, path).await; // miss, then the pingora hit that fills the front
+    for (path, items) in [(&p, 1.0), (&missing, 2.0)] {
+        // the miss; its cache write can land just after its answer
+        s.get(HOST, path).await.bytes().await.unwrap();
+        assert_eq!(s.metric_settled(r#"imgedge_cache_items{tier="memory"}"#, items).await, items);
+        s.get(HOST, path).await; // the pingora hit that fills the front
     }
     let body = s.get(HOST, &p).await.bytes().await.unwrap();
 

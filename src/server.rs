@@ -167,6 +167,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     // every service has stopped (SIGTERM, or SIGQUIT after handing the listeners to an
     // upgrade's new process): nothing can be counted any more, so this batch is the last
     usage.final_flush();
+    cache.storage.final_close(std::time::Duration::from_secs(5));
     reqlog::flush(std::time::Duration::from_secs(2));
     std::process::exit(0)
 }

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -103,6 +103,8 @@ pub struct HybridStorage {
     disk_reported: [AtomicUsize; 2],
     /// Ready-to-send fresh hits; `None` when the memory budget is zero.
     front: Option<Front>,
+    /// Set once a close has completed, so the final close does not close twice.
+    closed: AtomicBool,
 }
 
 /// foyer's own runtime for disk I/O, created on first use (after any fork).
@@ -116,6 +118,7 @@ impl HybridStorage {
             cache: OnceCell::new(),
             disk_reported: [AtomicUsize::new(0), AtomicUsize::new(0)],
             front,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -195,11 +198,31 @@ impl HybridStorage {
         }
     }
 
+    /// Flushes the disk tier after every service has stopped. The background service's own
+    /// close can be cut short: pingora drops its runtime's tasks once the grace period ends
+    /// (0 s in tests), and a write still queued then would be lost on restart.
+    pub fn final_close(&self, bound: std::time::Duration) {
+        if self.cache.get().is_none() || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: no runtime for the final flush");
+                return;
+            }
+        };
+        if rt.block_on(tokio::time::timeout(bound, self.close())).is_err() {
+            tracing::warn!(seconds = bound.as_secs(), "cache: final flush timed out");
+        }
+    }
+
     /// Flushes the disk tier (graceful shutdown).
     pub async fn close(&self) {
         if let Some(c) = self.cache.get() {
-            if let Err(e) = c.close().await {
-                tracing::warn!(error = %e, "cache close");
+            match c.close().await {
+                Ok(()) => self.closed.store(true, Ordering::Release),
+                Err(e) => tracing::warn!(error = %e, "cache close"),
             }
         }
     }

@@ -14,6 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{Config, Tenant};
 use crate::render::origins::Origins;
+use crate::render::watermark::Watermarks;
 
 /// A tenant and the clients of its origins.
 pub struct TenantRuntime {
@@ -126,13 +127,16 @@ fn same_origins(a: &Tenant, b: &Tenant) -> bool {
 /// The process's tenant set, swapped whole on reload.
 pub struct Tenants {
     current: ArcSwap<TenantSet>,
+    /// Decoded watermark images, shared by the edge (their identity is in the cache key)
+    /// and render (which draws them); kept across reloads.
+    pub watermarks: Watermarks,
 }
 
 impl Tenants {
     /// The set of the config loaded at start.
     pub fn new(config: &Config) -> Result<Tenants, String> {
         let (set, _) = TenantSet::build(config, None)?;
-        Ok(Tenants { current: ArcSwap::from_pointee(set) })
+        Ok(Tenants { current: ArcSwap::from_pointee(set), watermarks: Watermarks::default() })
     }
 
     /// The current set, for one request.

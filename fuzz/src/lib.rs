@@ -19,7 +19,8 @@ pub fn parse_options(data: &[u8]) {
         OriginRef { name: "local".to_owned(), url_prefix: None },
         OriginRef { name: "web".to_owned(), url_prefix: Some("https://static.example.com/".to_owned()) },
     ];
-    let ctx = ParseContext { presets: &presets, origins: &origins, default_origin: Some("local") };
+    let ctx =
+        ParseContext { presets: &presets, origins: &origins, default_origin: Some("local"), watermark_force: None };
     if let Ok(parsed) = options::parse(path, &ctx) {
         let canonical = parsed.request.canonical();
         match options::parse_canonical(&canonical) {

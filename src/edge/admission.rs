@@ -126,6 +126,19 @@ impl EdgeCore {
             }
         }
         ctx.format = parsed.request.options.format.map_or("src", |f| f.ext());
+        let wm = &parsed.request.options.watermark;
+        if wm.enabled() {
+            let src =
+                wm.source.clone().or_else(|| tenant.watermark.as_ref().map(|w| w.source.clone())).ok_or_else(|| {
+                    options::OptionError::InvalidArgs {
+                        name: "wm".into(),
+                        reason: "no watermark image: the tenant has no watermark.source (wmu names one)".into(),
+                    }
+                })?;
+            let revalidate = watermark_revalidate(&tenant);
+            ctx.watermark_id = self.tenants.watermarks.fresh(&tenant.id, &src, revalidate).map(|l| l.id);
+            ctx.watermark = Some(src);
+        }
         ctx.canonical = parsed.request.canonical();
         ctx.source = cache::source_id(&parsed.request.source);
         Ok(())
@@ -160,6 +173,11 @@ impl EdgeCore {
             Error::Signature(e)
         })
     }
+}
+
+/// How long a watermark's identity is trusted (`wmu` images too).
+pub(crate) fn watermark_revalidate(tenant: &Tenant) -> std::time::Duration {
+    tenant.watermark.as_ref().map_or(crate::config::DEFAULT_REVALIDATE, |w| w.revalidate)
 }
 
 /// The signed part of a request path, and whether it is an `/info/{signature}/…` request:

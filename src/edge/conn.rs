@@ -434,22 +434,33 @@ impl EdgeApp {
         let generation = |ctx: &Ctx| ctx.tenant.as_ref().map(|t| self.core.cache.generations.of(&t.id, &ctx.source));
         let epoch = self.core.tenants.load().epoch;
         if let Some((ctx, gen, key)) = memo::get(host, path, accept, epoch) {
-            if !expired(ctx.expires, now) && generation(&ctx) == Some(gen) {
+            if !expired(ctx.expires, now) && generation(&ctx) == Some(gen) && self.same_watermark(&ctx) {
                 return Some((ctx, key));
             }
         }
         let mut ctx = Ctx::new();
         // unverified requests go to pingora, which limits them per address
         let parts = RequestParts { get_or_head: true, host: Some(host.as_bytes()), path, accept, client: None };
-        if self.core.admit(&parts, &mut ctx, false).is_err() || !caches(&ctx) {
+        if self.core.admit(&parts, &mut ctx, false).is_err() || !caches(&ctx) || ctx.watermark_unknown() {
             return None;
         }
         let tenant = ctx.tenant.as_ref()?;
         let gen = self.core.cache.generations.of(&tenant.id, &ctx.source);
-        let key = key_hash(&cache::key(&tenant.id, gen, &ctx.canonical, ctx.format));
+        let key = key_hash(&cache::key(&tenant.id, gen, &ctx.key_request(), ctx.format));
         // `epoch` was read before admission: a reload in between only makes the entry stale
         memo::put(host, path, accept, &ctx, epoch, gen, key);
         Some((ctx, key))
+    }
+}
+
+impl EdgeApp {
+    /// A remembered admission still names the watermark's current identity (checked
+    /// within the tenant's `watermark.revalidate`).
+    fn same_watermark(&self, ctx: &Ctx) -> bool {
+        let (Some(src), Some(tenant)) = (&ctx.watermark, &ctx.tenant) else { return true };
+        let revalidate = super::admission::watermark_revalidate(tenant);
+        let fresh = self.core.tenants.watermarks.fresh(&tenant.id, src, revalidate);
+        fresh.is_some_and(|l| ctx.watermark_id.as_deref() == Some(l.id.as_str()))
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Ctx {
     pub(crate) info: bool,
     /// The signed URL's expiry (`exp`), seconds since the epoch.
     pub(crate) expires: Option<u64>,
+    /// The watermark image the request draws (`wmu`, else the tenant's), if any.
+    pub(crate) watermark: Option<crate::options::Source>,
+    /// That watermark's identity, once known: part of the cache key.
+    pub(crate) watermark_id: Option<String>,
     /// Why the request is not known to be its tenant's (unknown host, missing or bad
     /// signature): counted apart, never in the tenant's usage.
     pub(crate) unverified: Option<&'static str>,
@@ -59,6 +63,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The request part of the cache key: the canonical request, and the watermark's
+    /// identity when it draws one (a new watermark file makes new entries).
+    pub(crate) fn key_request(&self) -> std::borrow::Cow<'_, str> {
+        match &self.watermark_id {
+            Some(id) => format!("{}\nwm={id}", self.canonical).into(),
+            None => self.canonical.as_str().into(),
+        }
+    }
+
+    /// A watermark is drawn whose identity is not known yet (the hit path leaves such a
+    /// request to pingora's, which fetches it).
+    pub(crate) fn watermark_unknown(&self) -> bool {
+        self.watermark.is_some() && self.watermark_id.is_none()
+    }
+
     pub(crate) fn new() -> Ctx {
         Ctx {
             started: Instant::now(),
@@ -74,6 +93,8 @@ impl Ctx {
             passthrough: false,
             info: false,
             expires: None,
+            watermark: None,
+            watermark_id: None,
             unverified: None,
             render_us: None,
             origin_us: None,

@@ -66,6 +66,21 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// Fetches the watermark when its identity is unknown or due for a check: the
+    /// identity is part of the cache key.
+    async fn watermark_id(&self, ctx: &mut Ctx) -> Result<(), Error> {
+        let (Some(src), Some(tenant)) = (&ctx.watermark, &ctx.tenant) else { return Ok(()) };
+        if ctx.watermark_id.is_some() {
+            return Ok(());
+        }
+        let rt = self.core.tenants.load().get(&tenant.id).cloned().ok_or(Error::UnknownTenant)?;
+        let loaded = self.core.tenants.watermarks.load(&rt, src).await?;
+        ctx.watermark_id = Some(loaded.id);
+        Ok(())
+    }
+}
+
 /// Whether the request's tenant uses the cache at all. `cache.enabled: false` makes every
 /// request render (benchmarks of the render path): no front cache, no pingora-cache.
 pub(crate) fn caches(ctx: &Ctx) -> bool {
@@ -145,7 +160,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        match self.admit(session, ctx) {
+        let admitted = match self.admit(session, ctx) {
+            Ok(()) => self.watermark_id(ctx).await,
+            Err(e) => Err(e),
+        };
+        match admitted {
             Ok(()) => self.serve_front(session, ctx).await,
             Err(e) => {
                 ctx.rejected = true;
@@ -168,7 +187,7 @@ impl ProxyHttp for Edge {
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
-        Ok(self.core.cache.key(&tenant.id, &ctx.source, &ctx.canonical, ctx.format))
+        Ok(self.core.cache.key(&tenant.id, &ctx.source, &ctx.key_request(), ctx.format))
     }
 
     fn response_cache_filter(

@@ -8,6 +8,7 @@
 //! headers itself, so render trusts them. [`origins`] fetches originals.
 
 pub mod origins;
+pub mod watermark;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -180,7 +181,7 @@ impl Render {
         let fetch_timer = metrics::render_span("fetch").start_timer();
         let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
         *origin_us = Some((fetch_timer.stop_and_record() * 1e6) as u64);
-        let etag = etag_for(tenant_id, &req, etag.as_deref());
+        let mut etag = etag_for(tenant_id, &req, etag.as_deref());
         if let Some(format) = passthrough(&req.options, &bytes)? {
             let dims = transform::probe(&bytes).ok().map(|p| (p.width, p.height));
             let out = Output { bytes: bytes.to_vec(), format, dims, passthrough: true };
@@ -189,8 +190,21 @@ impl Render {
 
         let timeout = rt.tenant.limits.render_timeout;
         // the transform stops at the stage after the client's answer has become a 504
-        let settings =
+        let mut settings =
             transform::Settings { deadline: Some(Instant::now() + timeout), ..rt.tenant.transform_settings() };
+        let wm = &req.options.watermark;
+        if wm.enabled() {
+            let src = wm
+                .source
+                .clone()
+                .or_else(|| rt.tenant.watermark.as_ref().map(|w| w.source.clone()))
+                .ok_or_else(|| Error::Internal("watermark without a source".into()))?;
+            let revalidate = rt.tenant.watermark.as_ref().map_or(crate::config::DEFAULT_REVALIDATE, |w| w.revalidate);
+            let loaded = self.tenants.watermarks.get(&rt, &src, revalidate).await?;
+            // the image drawn is part of what the answer is made of
+            etag = etag_of(tenant_id, &format!("{canonical}\nwm={}", loaded.id), Some(&etag));
+            settings.watermark = Some(loaded.image);
+        }
         let opts = req.options.clone();
         let encoded = self
             .on_worker("transform", admitted, timeout, move || {

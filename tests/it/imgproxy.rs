@@ -1,7 +1,8 @@
 //! URLs as imgproxy's official URL builders and examples write them, through the running
 //! server: the signing examples' plain form, the docs' split base64 form, the Ruby gem's
 //! escaped plain form, long option names, and the options added for imgproxy parity
-//! (`fn`, `att`, `eth`, `ph`, `wm:0`) and refused (`wm`, security options).
+//! (`fn`, `att`, `eth`, `ph`, `wm:0`) and refused (`wm` without a watermark image, `wmt`,
+//! security options).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -142,8 +143,10 @@ async fn refused_imgproxy_options_get_their_documented_status() {
     let s = Imgedge::start(&tenant(&base)).await;
     let src = format!("{base}coffee_600x400.jpg");
     let cases = [
-        ("wm:0.5:soea", 400, "watermarks are not supported"),
-        ("watermark:1", 400, "watermarks are not supported"),
+        // this tenant has no watermark image, and wmu names none
+        ("wm:0.5:soea", 400, "no watermark image"),
+        ("watermark:1", 400, "no watermark image"),
+        ("wmt:aGk", 400, "wmt: not supported"),
         ("msr:100", 403, "security option msr is not allowed"),
         ("max_src_file_size:1000", 403, "security option max_src_file_size is not allowed"),
         ("maf:5", 403, "security option maf"),

@@ -22,3 +22,4 @@ mod prometheus;
 mod reload;
 mod transform;
 mod usage;
+mod watermark;

@@ -6,6 +6,7 @@ mod raw;
 mod schema;
 mod units;
 mod validate;
+mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use crate::options::{Format, OriginRef, ParseContext};
 use crate::signature::KeyPair;
 use crate::transform;
+pub use watermark::{WatermarkConfig, DEFAULT_REVALIDATE};
 
 pub use units::{parse_bytes, parse_duration};
 
@@ -224,6 +226,8 @@ pub struct Tenant {
     pub log: TenantLog,
     /// SHA-256 of the tenant's read token for the usage API.
     pub usage_token_sha256: Option<[u8; 32]>,
+    /// `watermark`: the tenant's watermark image and whether it is forced.
+    pub watermark: Option<WatermarkConfig>,
     origin_refs: Vec<OriginRef>,
 }
 
@@ -245,6 +249,7 @@ impl Tenant {
             presets: &self.presets,
             origins: &self.origin_refs,
             default_origin: self.default_origin.as_deref(),
+            watermark_force: self.watermark.as_ref().and_then(|w| w.force.as_ref()),
         }
     }
 
@@ -255,6 +260,7 @@ impl Tenant {
             max_result_dim: self.limits.max_result_dimension,
             max_frames: self.max_frames,
             deadline: None,
+            watermark: None,
         }
     }
 }

@@ -161,6 +161,7 @@ pub struct RawTenant {
     pub log: RawTenantLog,
     /// SHA-256 (hex) of the tenant's own token for `GET /usage` on the ops listener.
     pub usage_token_sha256: Option<String>,
+    pub watermark: Option<super::watermark::RawWatermark>,
 }
 
 #[derive(Debug, Default, Deserialize)]

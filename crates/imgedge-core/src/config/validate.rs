@@ -46,13 +46,13 @@ fn tenant_of_path(text: &str, path: &str) -> Option<String> {
     value.get("tenants")?.get(idx)?.get("id")?.as_str().map(str::to_owned)
 }
 
-struct Collector {
-    problems: Vec<Problem>,
+pub(super) struct Collector {
+    pub(super) problems: Vec<Problem>,
     tenant: Option<String>,
 }
 
 impl Collector {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { path: path.into(), tenant: self.tenant.clone(), message: message.into() });
     }
 }
@@ -340,7 +340,8 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
     let presets: HashMap<String, String> = t.presets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // presets are parsed once here so a typo fails the deploy, not the request
     let check_refs = [OriginRef { name: "check".into(), url_prefix: None }];
-    let ctx = ParseContext { presets: &presets, origins: &check_refs, default_origin: Some("check") };
+    let ctx =
+        ParseContext { presets: &presets, origins: &check_refs, default_origin: Some("check"), watermark_force: None };
     for name in t.presets.keys() {
         if !valid_name(name) {
             c.push(format!("{at}.presets.{name}"), "preset names are 1-64 characters of [A-Za-z0-9_-]");
@@ -350,6 +351,16 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
             c.push(format!("{at}.presets.{name}"), e.to_string());
         }
     }
+
+    let watermark = t.watermark.as_ref().and_then(|w| {
+        let ctx = ParseContext {
+            presets: &presets,
+            origins: &origin_refs,
+            default_origin: default_origin.as_deref(),
+            watermark_force: None,
+        };
+        super::watermark::validate(c, &format!("{at}.watermark"), w, &ctx)
+    });
 
     let cache_ttl = t.cache.ttl.map_or(DEFAULT_TTL, |d| d.0);
     let info_ttl = t.cache.info_ttl.map_or(DEFAULT_INFO_TTL, |d| d.0);
@@ -390,6 +401,7 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         billing,
         log,
         usage_token_sha256,
+        watermark,
         origin_refs,
     })
 }

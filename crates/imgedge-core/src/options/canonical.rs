@@ -53,7 +53,7 @@ impl ImageRequest {
         let mut s = String::with_capacity(48 + self.source.origin.len() + self.source.key.len());
         // Writing to a String cannot fail, so the fmt::Results below are ignored.
         // Alphabetical by short name: ar, att, bg, bl, c, cb, dpr, el, ex, exar, f, fl, fn,
-        // fq, g, h, jpgo, kcr, mb, mh, mw, pd, pix, q, raw, rot, rt, scp, sh, skp, sm, t, w, z.
+        // fq, g, h, jpgo, kcr, mb, mh, mw, pd, pix, q, raw, rot, rt, scp, sh, skp, sm, t, w, wm, wmu, z.
         if !o.auto_rotate {
             s.push_str("/ar:0");
         }
@@ -168,6 +168,7 @@ impl ImageRequest {
         if o.width != 0 {
             let _ = write!(s, "/w:{}", o.width);
         }
+        super::watermark::write(&mut s, &o.watermark);
         if o.zoom_x != 1.0 || o.zoom_y != 1.0 {
             let _ = write!(s, "/z:{}", o.zoom_x);
             if o.zoom_y != o.zoom_x {

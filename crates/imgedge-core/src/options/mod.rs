@@ -11,12 +11,14 @@ pub mod info;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod watermark;
 
 pub use info::{InfoOptions, InfoRequest, INFO_PREFIX};
 pub use parse::{
-    parse, parse_canonical, parse_info, parse_info_canonical, parse_source, OriginRef, ParseContext, ParsedInfo,
-    ParsedPath,
+    parse, parse_canonical, parse_info, parse_info_canonical, parse_source, round_float, OriginRef, ParseContext,
+    ParsedInfo, ParsedPath,
 };
+pub use watermark::{ForcedWatermark, Watermark, WatermarkPosition};
 
 use std::fmt;
 
@@ -316,6 +318,8 @@ pub struct Options {
     pub filename: Option<String>,
     /// `att`/`return_attachment`: `Content-Disposition: attachment` instead of `inline`.
     pub return_attachment: bool,
+    /// `wm`/`wmu`, or the tenant's forced watermark; opacity 0 = none.
+    pub watermark: Watermark,
 }
 
 impl Default for Options {
@@ -357,6 +361,7 @@ impl Default for Options {
             cachebuster: None,
             filename: None,
             return_attachment: false,
+            watermark: Watermark::default(),
         }
     }
 }
@@ -449,4 +454,8 @@ pub enum OptionError {
     /// tenant's configuration, never the URL's (403, as imgproxy answers by default).
     #[error("security option {0} is not allowed: limits are set in the tenant's configuration")]
     SecurityOption(String),
+    /// A URL asking for what the tenant's configuration forbids (`raw` or `skp` when a
+    /// watermark is forced): 403.
+    #[error("{0}")]
+    Forbidden(String),
 }

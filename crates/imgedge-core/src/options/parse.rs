@@ -12,7 +12,8 @@ use base64::Engine;
 
 use super::info::{InfoOptions, InfoRequest, INFO_PREFIX};
 use super::{
-    Crop, Extend, Format, Gravity, GravityType, ImageRequest, OptionError, Options, ResizingType, Rgb, Source, Trim,
+    watermark, Crop, Extend, ForcedWatermark, Format, Gravity, GravityType, ImageRequest, OptionError, Options,
+    ResizingType, Rgb, Source, Trim, Watermark,
 };
 
 /// One configured origin as the parser sees it.
@@ -31,6 +32,8 @@ pub struct ParseContext<'a> {
     pub presets: &'a HashMap<String, String>,
     pub origins: &'a [OriginRef],
     pub default_origin: Option<&'a str>,
+    /// The tenant's `watermark.force`: applied after presets and URL options.
+    pub watermark_force: Option<&'a ForcedWatermark>,
 }
 
 /// Result of parsing a signed path.
@@ -180,6 +183,8 @@ enum Mode<'a> {
 struct State {
     options: Options,
     expires: Option<u64>,
+    /// `wmu`'s decoded source text, resolved against the tenant's origins at the end.
+    watermark_source: Option<String>,
 }
 
 fn parse_with(path: &str, mode: Mode<'_>) -> Result<ParsedPath, OptionError> {
@@ -206,9 +211,26 @@ fn parse_with(path: &str, mode: Mode<'_>) -> Result<ParsedPath, OptionError> {
         // the extension wins over `f:`, as in imgproxy
         st.options.format = ext_format;
     }
+    if let Some(text) = st.watermark_source.take() {
+        st.options.watermark.source = Some(resolve_source(&text, mode)?);
+    }
     normalize(&mut st.options);
+    if let Mode::Tenant(ParseContext { watermark_force: Some(forced), .. }) = mode {
+        force_watermark(&mut st.options, forced)?;
+    }
     let source = resolve_source(&decoded, mode)?;
     Ok(ParsedPath { request: ImageRequest { options: st.options, source }, expires: st.expires })
+}
+
+/// A forced watermark replaces whatever the URL said about watermarks, after presets and
+/// every URL option, so no spelling removes it; passthrough (`raw`, `skp`) would serve
+/// the source without it, so it is refused.
+fn force_watermark(o: &mut Options, forced: &ForcedWatermark) -> Result<(), OptionError> {
+    if o.raw || !o.skip_processing.is_empty() {
+        return Err(OptionError::Forbidden("raw and skp are not allowed: this tenant watermarks every image".into()));
+    }
+    o.watermark = forced.watermark();
+    Ok(())
 }
 
 /// Applies a preset's option text in place. Presets may not name presets, which also rules
@@ -469,15 +491,20 @@ fn apply_option(
             let mut ignored = false;
             set_bool(name, "preserve_hdr", &mut ignored, one_arg(name, &args)?)?;
         }
-        "watermark" | "wm" => {
-            // wm:opacity:position:x:y:scale…; opacity 0 is imgproxy's "no watermark"
-            max_args(name, &args, 7)?;
-            let opacity = parse_float(arg(&args, 0))
-                .filter(|o| (0.0..=1.0).contains(o))
-                .ok_or_else(|| invalid(name, "opacity must be a number in 0..=1"))?;
-            if opacity > 0.0 {
-                return Err(invalid(name, "watermarks are not supported (no watermark image can be configured)"));
-            }
+        "watermark" | "wm" => watermark::apply_wm(name, &mut o.watermark, &args, parse_float, invalid)?,
+        "watermark_url" | "wmu" => {
+            let text = one_arg(name, &args)?;
+            let bytes =
+                SOURCE_B64.decode(text.trim_end_matches('=')).map_err(|_| invalid(name, "bad base64 source"))?;
+            let src = String::from_utf8(bytes).map_err(|_| invalid(name, "source is not valid UTF-8"))?;
+            // only a source of the tenant's origins, resolved as the image's own source is
+            st.watermark_source = Some(src);
+        }
+        // imgproxy Pro's other watermark options: text needs fonts, and size, rotation and
+        // shadow would each add a pass over the watermark imgedge does not make
+        "watermark_text" | "wmt" | "watermark_size" | "wms" | "watermark_rotate" | "wm_rot" | "wmr"
+        | "watermark_shadow" | "wmsh" => {
+            return Err(invalid(name, "not supported (wm and wmu are)"));
         }
         "max_src_resolution"
         | "msr"
@@ -521,6 +548,10 @@ fn normalize(o: &mut Options) {
     // 0 × 0 crops the whole source, whatever the gravity
     if o.crop.is_some_and(|c| c.width == 0.0 && c.height == 0.0) {
         o.crop = None;
+    }
+    // opacity 0 is no watermark, whatever else was said about it
+    if !o.watermark.enabled() {
+        o.watermark = Watermark::default();
     }
 }
 

@@ -60,15 +60,28 @@ struct Contexts {
     origins: Vec<OriginRef>,
     plain: HashMap<String, String>,
     with_default: HashMap<String, String>,
+    forced: crate::options::ForcedWatermark,
 }
 
 impl Contexts {
     fn new() -> Self {
-        Contexts { origins: origins(), plain: presets(false), with_default: presets(true) }
+        let forced = crate::options::ForcedWatermark {
+            opacity: 0.5,
+            position: crate::options::WatermarkPosition::parse("soea").unwrap(),
+            x_offset: 10.0,
+            y_offset: 10.0,
+            scale: 0.25,
+        };
+        Contexts { origins: origins(), plain: presets(false), with_default: presets(true), forced }
     }
 
     fn standard(&self) -> ParseContext<'_> {
-        ParseContext { presets: &self.plain, origins: &self.origins, default_origin: Some("photos") }
+        ParseContext {
+            presets: &self.plain,
+            origins: &self.origins,
+            default_origin: Some("photos"),
+            watermark_force: None,
+        }
     }
 
     fn get(&self, tag: Option<&str>) -> ParseContext<'_> {
@@ -76,6 +89,7 @@ impl Contexts {
             None => self.standard(),
             Some("default") => ParseContext { presets: &self.with_default, ..self.standard() },
             Some("nodefault") => ParseContext { default_origin: None, ..self.standard() },
+            Some("forced") => ParseContext { watermark_force: Some(&self.forced), ..self.get(Some("default")) },
             Some(other) => panic!("unknown tag [{other}]"),
         }
     }
@@ -318,7 +332,7 @@ fn config_validation_probe_parses() {
     // config/validate.rs checks each preset by parsing `/pr:{name}/plain/check.jpg`
     let refs = [OriginRef { name: "check".into(), url_prefix: None }];
     let p = presets(false);
-    let ctx = ParseContext { presets: &p, origins: &refs, default_origin: Some("check") };
+    let ctx = ParseContext { presets: &p, origins: &refs, default_origin: Some("check"), watermark_force: None };
     assert!(parse("/pr:thumb/plain/check.jpg", &ctx).is_ok());
     assert!(parse("/pr:badopt/plain/check.jpg", &ctx).is_err());
     assert!(parse("/pr:nested/plain/check.jpg", &ctx).is_err());
@@ -328,7 +342,7 @@ fn config_validation_probe_parses() {
 fn info_requests_have_one_canonical_form_of_their_own() {
     let refs = [OriginRef { name: "check".into(), url_prefix: None }];
     let p = presets(true);
-    let ctx = ParseContext { presets: &p, origins: &refs, default_origin: Some("check") };
+    let ctx = ParseContext { presets: &p, origins: &refs, default_origin: Some("check"), watermark_force: None };
     let a = parse_info("/chs:sha256/alpha:true/size:0/exp:1893456000/plain/a%20b.jpg", &ctx).unwrap();
     let b = parse_info("/s:0/a:1/calc_hashsums:sha256/plain/check:a%20b.jpg", &ctx).unwrap();
     assert_eq!(a.expires, Some(1_893_456_000));
@@ -1137,7 +1151,18 @@ const IMGPROXY_OPTIONS: &[(&str, &str, Option<u16>)] = &[
     ("pixelate", "8", None),
     ("pix", "4", None),
     ("watermark", "0", None),
-    ("wm", "0.5:soea:10:10:0.2", Some(400)),
+    ("wm", "0.5:soea:10:10:0.2", None),
+    ("watermark_url", "bG9nby5wbmc", None),
+    ("wmu", "bWVkaWE6bG9nby5wbmc", None),
+    ("watermark_text", "aGk", Some(400)),
+    ("wmt", "aGk", Some(400)),
+    ("watermark_size", "10:10", Some(400)),
+    ("wms", "10:10", Some(400)),
+    ("watermark_rotate", "45", Some(400)),
+    ("wm_rot", "45", Some(400)),
+    ("wmr", "45", Some(400)),
+    ("watermark_shadow", "2", Some(400)),
+    ("wmsh", "2", Some(400)),
     ("strip_metadata", "0", None),
     ("sm", "1", None),
     ("keep_copyright", "0", None),

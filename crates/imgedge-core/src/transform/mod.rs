@@ -12,7 +12,7 @@
 //!   the eight EXIF orientations.
 //! * `steps/` resize (fast_image_resize Lanczos3, premultiplied alpha, both crops
 //!   folded in), crop, orient, filters (blur, sharpen, pixelate), extend (one canvas for
-//!   `ex`, `exar`, `pd`), flatten; `pipeline` runs them in imgproxy's order; `color`
+//!   `ex`, `exar`, `pd`), flatten, watermark (last, on the result); `pipeline` runs them in imgproxy's order; `color`
 //!   handles profiles and metadata; `encode` writes the result.
 //!
 //! Behaviour worth knowing:
@@ -55,7 +55,10 @@ mod pixels;
 mod steps;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watermark_golden_tests;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::options::{Format, Options};
@@ -77,6 +80,9 @@ pub struct Settings {
     /// decoding, between processing steps and frames, before encoding), so abandoned work
     /// ends within one stage with [`TransformError::TimedOut`]. `None`: no deadline.
     pub deadline: Option<Instant>,
+    /// The watermark image drawn when the request asks for one (`wm`, or forced by the
+    /// tenant); a request with a watermark and none here fails.
+    pub watermark: Option<Arc<WatermarkImage>>,
 }
 
 impl Default for Settings {
@@ -87,6 +93,7 @@ impl Default for Settings {
             max_result_dim: 8192,
             max_frames: 1,
             deadline: None,
+            watermark: None,
         }
     }
 }
@@ -158,6 +165,7 @@ pub fn sniff(input: &[u8]) -> Option<Format> {
 }
 
 pub use info::{info, Hashsums, Info};
+pub use steps::watermark::WatermarkImage;
 
 /// Decodes, transforms and encodes one image.
 pub fn run(input: &[u8], opts: &Options, settings: &Settings) -> Result<Encoded, TransformError> {

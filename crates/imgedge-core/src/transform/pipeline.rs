@@ -201,6 +201,8 @@ pub(crate) fn render(input: &[u8], opts: &Options, settings: &Settings) -> Resul
     let job = job(&stored, orientation, opts, format);
     img = apply(img, job, settings)?;
     debug_assert_eq!((img.width, img.height), plan.out_dims());
+    in_time(settings)?;
+    img = watermark(img, opts, settings)?;
     Ok(Rendered {
         frames: vec![Frame { img, delay_ms: 0 }],
         loop_count: 0,
@@ -269,6 +271,7 @@ fn render_animation(
             meta = Some(m);
         }
         let img = apply(img, job(&stored, orientation, opts, format), settings)?;
+        let img = watermark(img, opts, settings)?;
         frames.push(Frame { img, delay_ms });
     }
     let animated = frames.len() > 1;
@@ -290,6 +293,16 @@ fn apply(img: Pixels, job: Job, settings: &Settings) -> Result<Pixels, Transform
         step(&mut ctx)?;
     }
     Ok(ctx.img)
+}
+
+/// The watermark on the finished image (every frame of an animation alike).
+fn watermark(img: Pixels, opts: &Options, settings: &Settings) -> Result<Pixels, TransformError> {
+    if !opts.watermark.enabled() {
+        return Ok(img);
+    }
+    // render always hands the image over with a request that asks for it
+    let wm = settings.watermark.as_deref().ok_or_else(|| TransformError::Encode("no watermark image".into()))?;
+    steps::watermark::apply(img, wm, &opts.watermark, opts.dpr)
 }
 
 /// The per-image work for a plan already on the stored grid.

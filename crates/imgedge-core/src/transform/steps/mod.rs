@@ -13,3 +13,4 @@ pub(crate) mod orient;
 pub(crate) mod resize;
 pub(crate) mod smart;
 pub(crate) mod trim;
+pub(crate) mod watermark;

@@ -1,6 +1,6 @@
 //! Transform benchmarks on the shared corpus (`../shared/bench/images/`, see its README).
-//! Skips with a message when the corpus is not there. Run:
-//! `cargo bench --bench transform` (or `-- --quick` for a rough pass).
+//! Skips with a message when the corpus is not there (`IMGEDGE_BENCH_IMAGES=DIR` points
+//! elsewhere). Run: `cargo bench --bench transform` (or `-- --quick` for a rough pass).
 //!
 //! Criterion measures wall time of one job on one thread; compare with the CPU-time
 //! numbers in notes/imgstack.md only when the machine is otherwise idle.
@@ -9,16 +9,18 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use imgedge_core::options::{Format, Options, ResizingType};
+use imgedge_core::options::{Format, Options, ResizingType, Watermark, WatermarkPosition};
 use imgedge_core::transform::{self, bench, Settings};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/images/");
 
+/// `IMGEDGE_BENCH_IMAGES` overrides [`DIR`] (a worktree outside the main checkout).
 fn load(name: &str) -> Option<Vec<u8>> {
-    match std::fs::read(format!("{DIR}{name}")) {
+    let dir = std::env::var("IMGEDGE_BENCH_IMAGES").map_or_else(|_| DIR.to_owned(), |d| format!("{d}/"));
+    match std::fs::read(format!("{dir}{name}")) {
         Ok(b) => Some(b),
         Err(e) => {
-            eprintln!("skipping benchmarks that need {DIR}{name}: {e}");
+            eprintln!("skipping benchmarks that need {dir}{name}: {e}");
             None
         }
     }
@@ -215,12 +217,52 @@ fn blur_kernels(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same 4000x3000 → 400w WebP with and without a watermark, in one run: the watermark
+/// is drawn on the 400-pixel result, so it must cost little next to decoding and encoding
+/// (README § URLs, Watermark: at most 1.1×). `cargo bench --bench transform -- watermark`.
+fn watermark(c: &mut Criterion) {
+    let Some(input) = load("cups_4000x3000_q90.jpg") else { return };
+    let logo = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo-images/watermark.png");
+    let wm = match std::fs::read(logo).map(|b| transform::WatermarkImage::decode(&b, u64::MAX)) {
+        Ok(Ok(wm)) => std::sync::Arc::new(wm),
+        other => {
+            eprintln!("skipping watermark benchmarks: {logo}: {other:?}");
+            return;
+        }
+    };
+    let settings = Settings { watermark: Some(wm), ..Settings::default() };
+    let plain = fit(400, Format::Webp, 80);
+    let mark = |position: &str, x: f64, scale: f64| Options {
+        watermark: Watermark {
+            opacity: 0.6,
+            position: WatermarkPosition::parse(position).unwrap_or_default(),
+            x_offset: x,
+            y_offset: x,
+            scale,
+            source: None,
+        },
+        ..plain.clone()
+    };
+    let mut g = c.benchmark_group("watermark");
+    let jobs = [
+        ("jpeg4000_to_webp400", plain.clone()),
+        ("jpeg4000_to_webp400_wm_soea_scale0.25", mark("soea", 10.0, 0.25)),
+        ("jpeg4000_to_webp400_wm_re_tiled", mark("re", 20.0, 0.0)),
+    ];
+    for (name, opts) in jobs {
+        g.bench_function(name, |b| {
+            b.iter(|| transform::run(black_box(&input), black_box(&opts), &settings).map(|e| e.bytes.len()))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = end_to_end, transform_only, decode_only, decode_eighth, encode_only, steps, blur_kernels
+    targets = end_to_end, transform_only, decode_only, decode_eighth, encode_only, steps, blur_kernels, watermark
 }
 criterion_main!(benches);

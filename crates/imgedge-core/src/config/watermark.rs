@@ -90,3 +90,64 @@ pub(super) fn validate(
     let revalidate = raw.revalidate.map_or(DEFAULT_REVALIDATE, |d| d.0);
     Some(WatermarkConfig { source: source?, revalidate, force })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::load_str;
+    use crate::options::WatermarkPosition;
+
+    fn config(watermark: &str) -> String {
+        format!(
+            r#"
+listen: {{edge: ["127.0.0.1:8080"], render_socket: render.sock}}
+tenants:
+  - id: acme
+    hosts: [img.acme.test]
+    allow_unsigned: true
+    origins:
+      photos: {{type: http, base_url: "https://photos.example.com/"}}
+      brand: {{type: local, root: /tmp}}
+    default_origin: photos
+    watermark: {watermark}
+"#
+        )
+    }
+
+    #[test]
+    fn a_watermark_is_a_source_of_the_tenant_and_force_is_checked() {
+        let c = load_str(&config("{source: \"brand:logo.png\"}"), Path::new("/tmp/x.yaml")).unwrap();
+        let w = c.tenants[0].watermark.clone().unwrap();
+        assert_eq!((w.source.origin.as_str(), w.source.key.as_str()), ("brand", "logo.png"));
+        assert_eq!((w.revalidate, w.force), (super::DEFAULT_REVALIDATE, None));
+        assert!(c.tenants[0].parse_context().watermark_force.is_none());
+
+        let forced = "{source: \"https://photos.example.com/a/logo.png\", revalidate: 5s, force: {opacity: 0.5, position: soea, scale: 0.2}}";
+        let c = load_str(&config(forced), Path::new("/tmp/x.yaml")).unwrap();
+        let w = c.tenants[0].watermark.clone().unwrap();
+        assert_eq!((w.source.origin.as_str(), w.source.key.as_str()), ("photos", "a/logo.png"));
+        let f = w.force.unwrap();
+        assert_eq!((f.opacity, f.position.name(), f.scale), (0.5, "soea", 0.2));
+        assert_eq!(
+            c.tenants[0].parse_context().watermark_force.map(|f| f.position),
+            Some(WatermarkPosition::parse("soea").unwrap())
+        );
+
+        let bad = "{source: \"https://elsewhere.example/logo.png\", force: {opacity: 0, position: fp, scale: 101, x_offset: 1e9}}";
+        let e = load_str(&config(bad), Path::new("/tmp/x.yaml")).unwrap_err();
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tenants[0].watermark.source",
+                "tenants[0].watermark.force.opacity",
+                "tenants[0].watermark.force.position",
+                "tenants[0].watermark.force.x_offset",
+                "tenants[0].watermark.force.scale",
+            ],
+            "{e}"
+        );
+    }
+}

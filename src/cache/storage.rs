@@ -212,7 +212,8 @@ impl HybridStorage {
                 return;
             }
         };
-        if rt.block_on(tokio::time::timeout(bound, self.close())).is_err() {
+        // the timer is made inside the runtime: `timeout` outside one panics
+        if rt.block_on(async { tokio::time::timeout(bound, self.close()).await }).is_err() {
             tracing::warn!(seconds = bound.as_secs(), "cache: final flush timed out");
         }
     }

@@ -1,4 +1,5 @@
-//! imgedge command line: `serve` (default), `check-config`, `sign`, `usage`, `hash-token`.
+//! imgedge command line: `serve` (default), `check-config`, `sign`, `usage`, `hash-token`,
+//! `placeholder-sample`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,17 @@ enum Command {
     /// Print the SHA-256 of a token read from standard input (one line), for a tenant's
     /// `usage_token_sha256`.
     HashToken,
+    /// Write the pixels `/info`'s colours and ThumbHash are computed from (the image
+    /// oriented, in sRGB, fitted into 100x100), or with `--side 32` those of the BlurHash,
+    /// to standard output: a line `width height`, then width*height RGBA bytes. For
+    /// scripts/placeholder-refs.sh.
+    PlaceholderSample {
+        /// An image file.
+        file: PathBuf,
+        /// Fit the 100x100 sample further into this square (the BlurHash's 32).
+        #[arg(long)]
+        side: Option<u32>,
+    },
     /// Print the usage ledger's totals per month and tenant (PostgreSQL if configured,
     /// else the SQLite spool).
     Usage {
@@ -80,6 +92,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bail!("a token must be at least 16 characters");
         }
         println!("{}", imgedge::ops::token_sha256_hex(token));
+        return Ok(());
+    }
+    if let Command::PlaceholderSample { file, side } = &command {
+        use std::io::Write;
+        let input = std::fs::read(file).with_context(|| file.display().to_string())?;
+        let mut s = imgedge_core::transform::colors::Sample::from_source(&input, u64::MAX)?;
+        if let Some(side) = side {
+            s = s.fit(*side)?;
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{} {}", s.width, s.height)?;
+        out.write_all(&s.rgba)?;
         return Ok(());
     }
     // A server reads its file again on reload and upgrade, after pingora's daemon mode has
@@ -120,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
-        Command::HashToken => Ok(()),
+        Command::HashToken | Command::PlaceholderSample { .. } => Ok(()),
         Command::Serve => {
             init_logging();
             server::run(config, cli.daemon, cli.upgrade).map_err(anyhow::Error::msg)

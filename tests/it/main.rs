@@ -18,6 +18,7 @@ mod observe;
 mod ops;
 mod origins;
 mod overload;
+mod placeholders;
 mod prometheus;
 mod reload;
 mod transform;

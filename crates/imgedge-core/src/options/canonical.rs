@@ -53,7 +53,7 @@ impl ImageRequest {
         let mut s = String::with_capacity(48 + self.source.origin.len() + self.source.key.len());
         // Writing to a String cannot fail, so the fmt::Results below are ignored.
         // Alphabetical by short name: ar, att, bg, bl, c, cb, dpr, el, ex, exar, f, fl, fn,
-        // fq, g, h, jpgo, kcr, mb, mh, mw, pd, pix, q, raw, rot, rt, scp, sh, skp, sm, t, w, wm, wmu, z.
+        // fq, g, h, jpgo, kcr, mb, mh, mw, pd, pix, plh, q, raw, rot, rt, scp, sh, skp, sm, t, w, wm, wmu, z.
         if !o.auto_rotate {
             s.push_str("/ar:0");
         }
@@ -128,6 +128,14 @@ impl ImageRequest {
         }
         if o.pixelate != 0 {
             let _ = write!(s, "/pix:{}", o.pixelate);
+        }
+        match o.placeholder {
+            Some(super::Placeholder::BlurHash(x, y)) => {
+                let _ = write!(s, "/plh:blurhash:{x}:{y}");
+            }
+            Some(super::Placeholder::ThumbHash) => s.push_str("/plh:thumbhash"),
+            Some(super::Placeholder::Color) => s.push_str("/plh:color"),
+            None => {}
         }
         if let Some(q) = o.quality {
             let _ = write!(s, "/q:{q}");

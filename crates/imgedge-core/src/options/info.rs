@@ -28,6 +28,51 @@ pub struct InfoOptions {
     pub sha256: bool,
     /// Opaque string that only changes the cache key.
     pub cachebuster: Option<String>,
+    /// Facts computed from the pixels (a small decode).
+    pub colors: ColorOptions,
+}
+
+/// The info options that need pixels: computed from the image fitted into 100×100
+/// (`transform::colors::Sample`). All off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ColorOptions {
+    /// `avg`/`average`: the alpha-weighted mean colour.
+    pub average: bool,
+    /// `dc`/`dominant_colors`: `Some(build_missed)`.
+    pub dominant: Option<bool>,
+    /// `p`/`palette`: that many colours (2..=256), `0` = off.
+    pub palette: u16,
+    /// `bh`/`blurhash`: x and y components (1..=9 each), `None` = off.
+    pub blurhash: Option<(u8, u8)>,
+    /// `th`/`thumbhash`/`thumb_hash`.
+    pub thumbhash: bool,
+}
+
+impl ColorOptions {
+    pub fn any(&self) -> bool {
+        *self != ColorOptions::default()
+    }
+
+    /// Appends the non-default options, sorted by short name (avg, bh, dc, p, th), to a
+    /// canonical info request. They follow the header options as one group, so that
+    /// new header options need not be interleaved with them.
+    fn write_canonical(&self, s: &mut String) {
+        if self.average {
+            s.push_str("/avg:1");
+        }
+        if let Some((x, y)) = self.blurhash {
+            let _ = write!(s, "/bh:{x}:{y}");
+        }
+        if let Some(build_missed) = self.dominant {
+            let _ = write!(s, "/dc:1:{}", u8::from(build_missed));
+        }
+        if self.palette != 0 {
+            let _ = write!(s, "/p:{}", self.palette);
+        }
+        if self.thumbhash {
+            s.push_str("/th:1");
+        }
+    }
 }
 
 impl Default for InfoOptions {
@@ -40,15 +85,16 @@ impl Default for InfoOptions {
             frames: false,
             sha256: false,
             cachebuster: None,
+            colors: ColorOptions::default(),
         }
     }
 }
 
 impl InfoOptions {
-    /// Whether the answer needs anything beyond the header and the bytes themselves.
-    /// Every option so far is header-only: no pixel is decoded.
+    /// Whether the answer needs anything beyond the header and the bytes themselves:
+    /// only the colour and placeholder options decode pixels.
     pub fn header_only(&self) -> bool {
-        true
+        !self.colors.any()
     }
 }
 
@@ -88,8 +134,32 @@ impl InfoRequest {
         if o.size != d.size {
             let _ = write!(s, "/s:{}", u8::from(o.size));
         }
+        o.colors.write_canonical(&mut s);
         // a transform with no options writes exactly `/plain/{origin}:{key}`
         s.push_str(&ImageRequest { options: Options::default(), source: self.source.clone() }.canonical());
         s
+    }
+}
+
+#[cfg(test)]
+mod color_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::ColorOptions;
+    use crate::options::parse_info_canonical;
+
+    #[test]
+    fn colour_options_have_one_canonical_spelling() {
+        let c = "/info/a:1/chs:sha256/avg:1/bh:4:3/dc:1:1/p:5/th:1/plain/o:photo.jpg";
+        let r = parse_info_canonical(c).unwrap();
+        let want =
+            ColorOptions { average: true, dominant: Some(true), palette: 5, blurhash: Some((4, 3)), thumbhash: true };
+        assert_eq!(r.options.colors, want);
+        assert_eq!(r.canonical(), c);
+        assert!(!r.options.header_only());
+        // another order or spelling is not canonical
+        assert!(parse_info_canonical("/info/th:1/avg:1/plain/o:photo.jpg").is_err());
+        assert!(parse_info_canonical("/info/thumbhash:1/plain/o:photo.jpg").is_err());
+        let plain = parse_info_canonical("/info/plain/o:photo.jpg").unwrap();
+        assert!(plain.options.header_only());
     }
 }

@@ -156,6 +156,17 @@ impl Rgb {
     }
 }
 
+/// `plh`/`placeholder`: what the image is replaced with (see `transform::placeholder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// The BlurHash with these x and y components (1..=9), drawn back.
+    BlurHash(u8, u8),
+    /// The ThumbHash, drawn back.
+    ThumbHash,
+    /// A flat image of the dominant colour.
+    Color,
+}
+
 /// `jpgo`/`jpeg_options` (imgproxy Pro's names; the subset libjpeg-turbo does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JpegOptions {
@@ -320,6 +331,8 @@ pub struct Options {
     pub return_attachment: bool,
     /// `wm`/`wmu`, or the tenant's forced watermark; opacity 0 = none.
     pub watermark: Watermark,
+    /// `plh`/`placeholder`: render a placeholder of the image instead of the image.
+    pub placeholder: Option<Placeholder>,
 }
 
 impl Default for Options {
@@ -362,6 +375,7 @@ impl Default for Options {
             filename: None,
             return_attachment: false,
             watermark: Watermark::default(),
+            placeholder: None,
         }
     }
 }

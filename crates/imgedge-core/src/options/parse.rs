@@ -10,10 +10,10 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
-use super::info::{InfoOptions, InfoRequest, INFO_PREFIX};
+use super::info::{ColorOptions, InfoOptions, InfoRequest, INFO_PREFIX};
 use super::{
     watermark, Crop, Extend, ForcedWatermark, Format, Gravity, GravityType, ImageRequest, OptionError, Options,
-    ResizingType, Rgb, Source, Trim, Watermark,
+    Placeholder, ResizingType, Rgb, Source, Trim, Watermark,
 };
 
 /// One configured origin as the parser sees it.
@@ -161,6 +161,7 @@ fn parse_info_with(path: &str, mode: Mode<'_>) -> Result<ParsedInfo, OptionError
                 }
                 o.cachebuster = Some(cb.to_owned());
             }
+            _ if parse_color_option(name, &args, &mut o.colors)? => {}
             _ => return Err(OptionError::UnknownOption(clip(name))),
         }
     }
@@ -169,6 +170,70 @@ fn parse_info_with(path: &str, mode: Mode<'_>) -> Result<ParsedInfo, OptionError
     let (decoded, _ext) = decode_source(&segments[source_at..])?;
     let source = resolve_source(&decoded, mode)?;
     Ok(ParsedInfo { request: InfoRequest { options: o, source }, expires })
+}
+
+/// `plh:blurhash[:x:y]` (default 4:3) | `plh:thumbhash` | `plh:color`, with the short
+/// kinds `bh`, `th`, `c`; an empty `plh:` turns it off.
+fn parse_placeholder(name: &str, args: &[&str]) -> Result<Option<Placeholder>, OptionError> {
+    let components = |a: &str, default: u8| {
+        if a.is_empty() {
+            return Some(default);
+        }
+        parse_uint(a).and_then(|v| u8::try_from(v).ok()).filter(|v| (1..=9).contains(v))
+    };
+    let err = || invalid(name, "expected blurhash[:x:y] (1-9 each), thumbhash or color");
+    Ok(match args {
+        [""] => None,
+        ["blurhash" | "bh", rest @ ..] if rest.len() <= 2 => {
+            let x = components(arg(rest, 0), 4).ok_or_else(err)?;
+            let y = components(arg(rest, 1), 3).ok_or_else(err)?;
+            Some(Placeholder::BlurHash(x, y))
+        }
+        ["thumbhash" | "th"] => Some(Placeholder::ThumbHash),
+        ["color" | "c"] => Some(Placeholder::Color),
+        _ => return Err(err()),
+    })
+}
+
+/// Largest `palette` size (and the smallest, for a palette that is on).
+pub const MAX_PALETTE: u16 = 256;
+pub const MIN_PALETTE: u16 = 2;
+
+/// The info options that need pixels; `Ok(false)` when `name` is none of them.
+fn parse_color_option(name: &str, args: &[&str], c: &mut ColorOptions) -> Result<bool, OptionError> {
+    match name {
+        "average" | "avg" => set_bool(name, "average", &mut c.average, one_arg(name, args)?)?,
+        "dominant_colors" | "dc" => {
+            max_args(name, args, 2)?;
+            let mut on = c.dominant.is_some();
+            set_bool(name, "dominant_colors", &mut on, arg(args, 0))?;
+            let mut build_missed = c.dominant.unwrap_or(false);
+            set_bool(name, "build_missed", &mut build_missed, arg(args, 1))?;
+            c.dominant = on.then_some(build_missed);
+        }
+        "palette" | "p" => {
+            let n = parse_uint(one_arg(name, args)?)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n == 0 || (MIN_PALETTE..=MAX_PALETTE).contains(n))
+                .ok_or_else(|| {
+                    invalid(name, format!("palette must be 0 (off) or {MIN_PALETTE}-{MAX_PALETTE} colours"))
+                })?;
+            c.palette = n;
+        }
+        "blurhash" | "bh" => {
+            let components = |a: &str| parse_uint(a).and_then(|v| u8::try_from(v).ok()).filter(|v| *v <= 9);
+            let err = || invalid(name, "blurhash takes x and y components, 1-9 each (0:0 = off)");
+            let [x, y] = args else { return Err(err()) };
+            c.blurhash = match (components(x).ok_or_else(err)?, components(y).ok_or_else(err)?) {
+                (0, 0) => None,
+                (0, _) | (_, 0) => return Err(err()),
+                (x, y) => Some((x, y)),
+            };
+        }
+        "thumbhash" | "thumb_hash" | "th" => set_bool(name, "thumbhash", &mut c.thumbhash, one_arg(name, args)?)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[derive(Clone, Copy)]
@@ -210,6 +275,10 @@ fn parse_with(path: &str, mode: Mode<'_>) -> Result<ParsedPath, OptionError> {
     if ext_format.is_some() {
         // the extension wins over `f:`, as in imgproxy
         st.options.format = ext_format;
+    }
+    if st.options.placeholder.is_some() && (st.options.crop.is_some() || st.options.trim.is_some()) {
+        // both are measured in source pixels, which a placeholder does not have
+        return Err(invalid("placeholder", "cannot be combined with crop or trim"));
     }
     if let Some(text) = st.watermark_source.take() {
         st.options.watermark.source = Some(resolve_source(&text, mode)?);
@@ -387,6 +456,7 @@ fn apply_option(
                 .filter(|v| *v <= MAX_PIXELATE)
                 .ok_or_else(|| invalid(name, "size must be an integer in 0..=1024"))?;
         }
+        "placeholder" | "plh" => o.placeholder = parse_placeholder(name, &args)?,
         "strip_metadata" | "sm" => set_bool(name, "strip_metadata", &mut o.strip_metadata, one_arg(name, &args)?)?,
         "keep_copyright" | "kcr" => set_bool(name, "keep_copyright", &mut o.keep_copyright, one_arg(name, &args)?)?,
         "strip_color_profile" | "scp" => {

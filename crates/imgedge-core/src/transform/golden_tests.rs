@@ -554,3 +554,49 @@ fn bounds_reject_wrong_results() {
     let r = reference("resize_300x200.png");
     assert!((ssim(&r, &r) - 1.0).abs() < 1e-9);
 }
+
+// ---------------------------------------------------------------- placeholders
+
+/// One image's reference strings in `tests/golden/placeholders.json`.
+#[derive(serde::Deserialize)]
+struct PlaceholderRef {
+    blurhash_size: [u32; 2],
+    blurhash: std::collections::BTreeMap<String, String>,
+    thumbhash: String,
+}
+
+/// BlurHash and ThumbHash strings equal, character for character, those of woltapp's C
+/// encoder and evanw's JavaScript given the same pixels (`scripts/placeholder-refs.sh`).
+#[test]
+fn placeholder_hashes_match_the_reference_implementations() {
+    use base64::Engine;
+
+    use super::colors::{Sample, BLURHASH_SIDE};
+    use super::hashes::{blurhash_encode, thumbhash_encode};
+
+    let text = String::from_utf8(read("golden/placeholders.json")).unwrap();
+    // JSON is YAML: no JSON parser needed in the core
+    let refs: std::collections::BTreeMap<String, PlaceholderRef> = serde_yaml::from_str(&text).unwrap();
+    assert!(refs.len() >= 12, "{} images", refs.len());
+    let mut alpha = false;
+    for (name, want) in &refs {
+        let input = match std::fs::read(format!("{}/../../tests/golden/src/{name}", env!("CARGO_MANIFEST_DIR"))) {
+            Ok(b) => b,
+            Err(_) => read(&format!("data/images/{name}")),
+        };
+        let sample = Sample::from_source(&input, u64::MAX).unwrap();
+        let th = thumbhash_encode(sample.width, sample.height, &sample.rgba).unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.encode(&th), want.thumbhash, "{name} thumbhash");
+        alpha |= th[2] & 0x80 != 0;
+        let small = sample.fit(BLURHASH_SIDE).unwrap();
+        assert_eq!([small.width, small.height], want.blurhash_size, "{name}");
+        let rgb = small.rgb_over_white();
+        assert!(want.blurhash.len() >= 4);
+        for (components, hash) in &want.blurhash {
+            let (x, y) = components.split_once(':').unwrap();
+            let got = blurhash_encode(x.parse().unwrap(), y.parse().unwrap(), small.width, small.height, &rgb);
+            assert_eq!(got.as_deref(), Some(hash.as_str()), "{name} blurhash {components}");
+        }
+    }
+    assert!(alpha, "one reference image has alpha");
+}

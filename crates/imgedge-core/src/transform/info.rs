@@ -7,11 +7,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::decode::{self, be32, le32};
-use super::TransformError;
+use base64::Engine;
+
+use super::colors::{self, Average, Dominant, Sample, Swatch};
+use super::{hashes, TransformError};
+use crate::options::info::ColorOptions;
 use crate::options::{Format, InfoOptions};
 
 /// The answer of an info request; fields not asked for are left out of the JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
@@ -36,6 +40,52 @@ pub struct Info {
     pub frames: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hashsums: Option<Hashsums>,
+    #[serde(flatten)]
+    pub colors: ColorFacts,
+}
+
+/// The facts computed from pixels ([`InfoOptions::colors`]), from one small decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ColorFacts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub average: Option<Average>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dominant_colors: Option<Dominant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub palette: Option<Vec<Swatch>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blurhash: Option<String>,
+    /// Standard base64 with padding, as evanw's demo prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbhash: Option<String>,
+}
+
+/// Decodes the source small ([`Sample`]) and computes what `c` asks for.
+pub fn color_facts(input: &[u8], c: &ColorOptions, max_pixels: u64) -> Result<ColorFacts, TransformError> {
+    if !c.any() {
+        return Ok(ColorFacts::default());
+    }
+    let sample = Sample::from_source(input, max_pixels)?;
+    let mut out = ColorFacts::default();
+    if c.average {
+        out.average = Some(colors::average(&sample));
+    }
+    if let Some(build_missed) = c.dominant {
+        out.dominant_colors = Some(colors::dominant(&sample, build_missed));
+    }
+    if c.palette != 0 {
+        out.palette = Some(colors::palette(&sample, usize::from(c.palette)));
+    }
+    if let Some((x, y)) = c.blurhash {
+        let small = sample.fit(colors::BLURHASH_SIDE)?;
+        let rgb = small.rgb_over_white();
+        out.blurhash = hashes::blurhash_encode(x.into(), y.into(), small.width, small.height, &rgb);
+    }
+    if c.thumbhash {
+        let hash = hashes::thumbhash_encode(sample.width, sample.height, &sample.rgba);
+        out.thumbhash = hash.map(|h| base64::engine::general_purpose::STANDARD.encode(h));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +138,7 @@ pub fn info(input: &[u8], opts: &InfoOptions, max_pixels: u64) -> Result<Info, T
     if opts.sha256 {
         out.hashsums = Some(Hashsums { sha256: hex::encode(Sha256::digest(input)) });
     }
+    out.colors = color_facts(input, &opts.colors, max_pixels)?;
     Ok(out)
 }
 

@@ -42,16 +42,19 @@
 
 mod avif;
 mod color;
+pub mod colors;
 mod decode;
 mod encode;
 mod geometry;
 #[cfg(test)]
 mod golden_tests;
+pub mod hashes;
 mod info;
 mod jpeg_dc;
 mod metadata;
 mod pipeline;
 mod pixels;
+mod placeholder;
 mod steps;
 #[cfg(test)]
 mod tests;

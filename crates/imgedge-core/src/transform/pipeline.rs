@@ -165,6 +165,9 @@ pub(crate) fn render(input: &[u8], opts: &Options, settings: &Settings) -> Resul
     let header: Header = decode::read_header(input)?;
     let format = output_format(opts.format, header.format)?;
     decode::check_pixels(&header, settings.max_src_pixels)?;
+    if let Some(kind) = opts.placeholder {
+        return render_placeholder(input, kind, opts, settings, format, start);
+    }
     let orientation = Orientation::compose(header.orientation, opts);
 
     if let Some(frames) = animation_frames(&header, format, settings) {
@@ -209,6 +212,37 @@ pub(crate) fn render(input: &[u8], opts: &Options, settings: &Settings) -> Resul
         animated: false,
         format,
         meta,
+        decode: decode_time,
+        process: start.elapsed().saturating_sub(decode_time),
+    })
+}
+
+/// `plh`: the placeholder image (already upright: EXIF orientation applied) stands
+/// in for the source; `rot`/`fl`, sizes, effects and canvas apply to it as to a source,
+/// with enlarging allowed. No metadata is written.
+fn render_placeholder(
+    input: &[u8],
+    kind: crate::options::Placeholder,
+    opts: &Options,
+    settings: &Settings,
+    format: Format,
+    start: Instant,
+) -> Result<Rendered, TransformError> {
+    let img = super::placeholder::image(input, kind, settings.max_src_pixels)?;
+    let decode_time = start.elapsed();
+    in_time(settings)?;
+    let opts = Options { enlarge: true, ..opts.clone() };
+    let orientation = Orientation::compose(Orientation::Normal, &opts);
+    let (dw, dh) = orientation.display_dims(img.width, img.height);
+    let plan = geometry::plan(dw, dh, &opts, settings.max_result_dim)?;
+    let stored = plan.to_stored(orientation);
+    let img = apply(img, job(&stored, orientation, &opts, format), settings)?;
+    Ok(Rendered {
+        frames: vec![Frame { img, delay_ms: 0 }],
+        loop_count: 0,
+        animated: false,
+        format,
+        meta: OutputMeta::default(),
         decode: decode_time,
         process: start.elapsed().saturating_sub(decode_time),
     })

@@ -134,9 +134,25 @@ impl Ops {
         // does not need to check (the caller is authenticated)
         let path = url.find("://").map_or(url.as_str(), |i| url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]));
         let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let Some((_sig, rest)) = signature::split_signed_path(path) else {
+        // an `/info/{signature}/…` URL names one JSON answer, cached under the `json` format
+        let info_path = path.strip_prefix(options::INFO_PREFIX).filter(|p| p.starts_with('/'));
+        let Some((_sig, rest)) = signature::split_signed_path(info_path.unwrap_or(path)) else {
             return Answer::plain(StatusCode::BAD_REQUEST, "url must be /{signature}/{options}/{source}");
         };
+        if info_path.is_some() {
+            return match options::parse_info(rest, &tenant.parse_context()) {
+                Ok(parsed) => {
+                    let canonical = parsed.request.canonical();
+                    let source = cache::source_id(&parsed.request.source);
+                    let purged = self.cache.purge_variant(&tenant.id, &source, &canonical, cache::INFO_FORMAT).await;
+                    Answer::json(
+                        StatusCode::OK,
+                        &serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": usize::from(purged)}),
+                    )
+                }
+                Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
+            };
+        }
         match options::parse(rest, &tenant.parse_context()) {
             Ok(parsed) => {
                 let request = parsed.request;

@@ -90,6 +90,9 @@ pub fn key(tenant: &str, generation: Generation, canonical: &str, format: &str) 
     CacheKey::new(primary, tenant)
 }
 
+/// The format component of an `/info` answer's key.
+pub const INFO_FORMAT: &str = "json";
+
 /// Every output-format component a key can have, for purging all variants of a URL.
 pub const FORMAT_VARIANTS: &[&str] = &["src", "jpeg", "png", "webp", "gif", "avif"];
 
@@ -135,11 +138,16 @@ impl EdgeCache {
     pub async fn purge_request(&self, tenant: &str, source: &str, canonical: &str) -> usize {
         let mut n = 0;
         for f in FORMAT_VARIANTS {
-            if self.storage.remove(hash_of(&self.key(tenant, source, canonical, f))).await {
+            if self.purge_variant(tenant, source, canonical, f).await {
                 n += 1;
             }
         }
         n
+    }
+
+    /// Removes one entry; whether it existed.
+    pub async fn purge_variant(&self, tenant: &str, source: &str, canonical: &str, format: &str) -> bool {
+        self.storage.remove(hash_of(&self.key(tenant, source, canonical, format))).await
     }
 }
 

@@ -106,8 +106,10 @@ impl EdgeCore {
                 return Err(Error::Expired);
             }
             ctx.info = true;
-            ctx.format = "json";
+            ctx.format = cache::INFO_FORMAT;
             ctx.canonical = parsed.request.canonical();
+            // under the source's generation, so a purge of the source hides it too
+            ctx.source = cache::source_id(&parsed.request.source);
             return Ok(());
         }
         let mut parsed = options::parse(rest, &tenant.parse_context())?;

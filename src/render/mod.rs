@@ -242,11 +242,12 @@ fn etag_of(tenant: &str, canonical: &str, origin_etag: Option<&str>) -> String {
     format!("\"{}\"", &hex[..32])
 }
 
-/// `Cache-Control` of an image: tenant TTL, `immutable` unless configured otherwise, and
-/// the stale-if-error window the edge honours when render or the origin fails later.
-fn cache_control(t: &Tenant, ttl: std::time::Duration) -> String {
+/// `Cache-Control` of an answer: its TTL, `immutable` when asked (images, unless the
+/// tenant says otherwise), and the stale-if-error window the edge honours when render or
+/// the origin fails later.
+fn cache_control(t: &Tenant, ttl: std::time::Duration, immutable: bool) -> String {
     let mut cc = format!("public, max-age={}", ttl.as_secs());
-    if t.immutable {
+    if immutable {
         cc.push_str(", immutable");
     }
     if !t.stale_if_error.is_zero() {
@@ -301,7 +302,9 @@ impl Render {
                     .header("content-type", "application/json")
                     .header("content-length", body.len())
                     .header("etag", etag)
-                    .header("cache-control", cache_control(&tenant, tenant.info_ttl))
+                    // never `immutable`: the facts follow the original, so a browser must be able
+                    // to revalidate them after `info_ttl`
+                    .header("cache-control", cache_control(&tenant, tenant.info_ttl, false))
                     .header("x-content-type-options", "nosniff")
                     .body(body)
                     .unwrap_or_default()
@@ -323,7 +326,7 @@ impl Render {
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
-                    .header("cache-control", cache_control(&tenant, tenant.cache_ttl))
+                    .header("cache-control", cache_control(&tenant, tenant.cache_ttl, tenant.immutable))
                     .header("x-content-type-options", "nosniff");
                 if let Some((w, h)) = out.dims {
                     builder = builder.header("x-result-width", w).header("x-result-height", h);

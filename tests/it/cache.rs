@@ -300,3 +300,43 @@ async fn purge_keeps_plus_in_the_url() {
     assert_eq!(r["purged"], 1, "`+` is part of the key, not a space: {r}");
     assert_eq!(s.get(HOST, &path).await.headers()["x-cache"], "MISS");
 }
+
+/// `/info` + a signed info path (the signature covers what follows `/info/{signature}`).
+fn info_path(path: &str) -> String {
+    format!("/info{}", sign(path))
+}
+
+#[tokio::test]
+async fn info_answers_are_purged_by_url_and_by_source() {
+    let s = Imgedge::start_with(&local_tenant(), &disk_cache("32MiB"), &admin()).await;
+    let coffee = [info_path("/plain/coffee_600x400.jpg"), info_path("/chs:sha256/plain/coffee_600x400.jpg")];
+    let transform = sign("/w:150/plain/coffee_600x400.jpg");
+    let other = info_path("/plain/astronaut_512.jpg");
+    for p in coffee.iter().chain([&transform, &other]) {
+        s.fill(HOST, p).await;
+    }
+    // by URL, in another spelling: that answer only, not the transform of the same source
+    let r = purge(&s, &format!("tenant=t1&url=http://img.test{}", coffee[1].replace("chs:", "calc_hashsums:"))).await;
+    assert_eq!(r["purged"], 1, "{r}");
+    assert!(r["canonical"].as_str().unwrap().starts_with("/info/chs:sha256/"), "{r}");
+    assert_eq!(s.get(HOST, &coffee[1]).await.headers()["x-cache"], "MISS");
+    assert_eq!(s.get(HOST, &coffee[0]).await.headers()["x-cache"], "HIT");
+    assert_eq!(s.get(HOST, &transform).await.headers()["x-cache"], "HIT");
+    // a URL that is not in the cache purges nothing; a bad info option is a 400
+    s.fill(HOST, &coffee[1]).await;
+    assert_eq!(purge(&s, &format!("tenant=t1&url={}", info_path("/a:1/plain/coffee_600x400.jpg"))).await["purged"], 0);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/purge?tenant=t1&url={}", s.ops, info_path("/w:1/plain/coffee_600x400.jpg")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // by source: the info answers and the transforms of it, not another source's
+    purge(&s, "tenant=t1&source=coffee_600x400.jpg").await;
+    for p in coffee.iter().chain([&transform]) {
+        assert_eq!(s.get(HOST, p).await.headers()["x-cache"], "MISS", "{p}");
+    }
+    assert_eq!(s.get(HOST, &other).await.headers()["x-cache"], "HIT");
+}

@@ -38,7 +38,9 @@ async fn info_reports_header_facts_and_is_cached_under_its_own_key() {
     let (status, headers, body) = info(&s, "img.test", &path).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers["x-cache"], "MISS");
-    assert!(headers["cache-control"].to_str().unwrap().starts_with("public, max-age=86400,"), "{headers:?}");
+    // info_ttl, never `immutable`: the facts follow the original (images say `immutable`)
+    let cc = headers["cache-control"].to_str().unwrap();
+    assert!(cc.starts_with("public, max-age=86400,") && !cc.contains("immutable"), "{headers:?}");
     let v: Value = serde_json::from_slice(&body).unwrap();
     // defaults: size, format, dimensions (displayed after EXIF orientation 6, and as stored)
     assert_eq!(
@@ -50,12 +52,15 @@ async fn info_reports_header_facts_and_is_cached_under_its_own_key() {
     // a transform of the same source is another entry, and an image
     let r = s.get("img.test", &sign(&path)).await;
     assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "MISS"));
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
     assert_eq!(r.headers()["content-type"], "image/jpeg");
     // options switch fields off and on; spellings share one canonical request
     let v = info_json(&s, "/size:0/format:false/d:0/a:1/plain/coffee_600x400.jpg").await;
     assert_eq!(v, serde_json::json!({"alpha": false}));
     let (_, h, _) = info(&s, "img.test", "/alpha:1/s:0/f:0/dimensions:0/plain/coffee_600x400.jpg").await;
     assert_eq!(h["x-cache"], "HIT", "another spelling of the same info request");
+    let cc = h["cache-control"].to_str().unwrap();
+    assert!(cc.starts_with("public, max-age=") && !cc.contains("immutable"), "a hit as its miss: {cc}");
 }
 
 #[tokio::test]

@@ -150,17 +150,7 @@ fn parse_info_with(path: &str, mode: Mode<'_>) -> Result<ParsedInfo, OptionError
                     .ok_or_else(|| invalid(name, "expires must be a unix timestamp"))?;
                 expires = (t > 0).then_some(t);
             }
-            // as for transforms, an empty `cb:` removes the cachebuster
-            "cachebuster" | "cb" if args == [""] => o.cachebuster = None,
-            "cachebuster" | "cb" => {
-                let cb = one_arg(name, &args)?;
-                let ok = cb.len() <= MAX_CACHEBUSTER_LEN
-                    && cb.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
-                if !ok {
-                    return Err(invalid(name, "cachebuster must be 1-256 characters of [A-Za-z0-9._~-]"));
-                }
-                o.cachebuster = Some(cb.to_owned());
-            }
+            "cachebuster" | "cb" => o.cachebuster = parse_cachebuster(name, &args)?,
             _ if parse_color_option(name, &args, &mut o.colors)? => {}
             _ => return Err(OptionError::UnknownOption(clip(name))),
         }
@@ -512,17 +502,7 @@ fn apply_option(
             // imgproxy treats 0 as "no expiry"
             st.expires = (t > 0).then_some(t);
         }
-        // imgproxy: an empty `cb:` removes the cachebuster
-        "cachebuster" | "cb" if args == [""] => o.cachebuster = None,
-        "cachebuster" | "cb" => {
-            let cb = one_arg(name, &args)?;
-            let ok = cb.len() <= MAX_CACHEBUSTER_LEN
-                && cb.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
-            if !ok {
-                return Err(invalid(name, "cachebuster must be 1-256 characters of [A-Za-z0-9._~-]"));
-            }
-            o.cachebuster = Some(cb.to_owned());
-        }
+        "cachebuster" | "cb" => o.cachebuster = parse_cachebuster(name, &args)?,
         "filename" | "fn" => {
             // fn:name[:encoded]; the name is taken as written (imgproxy does not
             // percent-decode it), or base64url when `encoded` is true
@@ -648,6 +628,22 @@ fn apply_extend(name: &str, dst: &mut Extend, args: &[&str]) -> Result<(), Optio
         dst.gravity = Some(parse_gravity(name, &args[1..], false)?);
     }
     Ok(())
+}
+
+/// `cb`/`cachebuster`, for transforms and `/info` alike: `None` for an empty `cb:`
+/// (imgproxy removes the cachebuster then), else 1-256 URL-safe characters, which are
+/// copied into every cache key.
+fn parse_cachebuster(name: &str, args: &[&str]) -> Result<Option<String>, OptionError> {
+    if args == [""] {
+        return Ok(None);
+    }
+    let cb = one_arg(name, args)?;
+    let ok = cb.len() <= MAX_CACHEBUSTER_LEN
+        && cb.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+    if !ok {
+        return Err(invalid(name, "cachebuster must be 1-256 characters of [A-Za-z0-9._~-]"));
+    }
+    Ok(Some(cb.to_owned()))
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> OptionError {

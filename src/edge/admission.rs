@@ -101,6 +101,10 @@ impl EdgeCore {
         let rest = signature::split_signed_path(path).map_or("", |(_, rest)| rest);
         if info {
             let parsed = options::parse_info(rest, &tenant.parse_context())?;
+            let metadata = parsed.request.options.metadata.first_asked();
+            if let Some(name) = metadata.filter(|_| tenant.info_withhold_metadata) {
+                return Err(options::OptionError::MetadataWithheld(name).into());
+            }
             ctx.expires = parsed.expires;
             if expired(parsed.expires, SystemTime::now()) {
                 return Err(Error::Expired);

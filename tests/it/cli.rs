@@ -116,3 +116,21 @@ fn a_render_socket_directory_owned_by_another_user_stops_the_start() {
     assert!(err.contains("belongs to user 65534"), "{err}");
     assert!(!theirs.join("render.sock").exists());
 }
+
+#[test]
+fn check_config_knows_the_info_metadata_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    let with =
+        |info: &str| config_text(dir.path(), 1, 2, &local_tenant().replace("id: t1", &format!("id: t1\n    {info}")));
+    std::fs::write(&file, with("info: {withhold_metadata: true}")).unwrap();
+    let out = Command::new(bin()).args(["check-config", "-c"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&file, with("info: {withold_metadata: true, withhold_metadata: maybe}")).unwrap();
+    let out = Command::new(bin()).args(["check-config", "-c"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tenants[0].info.withold_metadata (tenant \"t1\")"), "{err}");
+    assert!(err.contains("unknown field `withold_metadata`, expected `withhold_metadata`"), "{err}");
+    assert!(err.contains("tenants[0].info.withhold_metadata (tenant \"t1\"): invalid type"), "{err}");
+}

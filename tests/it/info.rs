@@ -163,7 +163,8 @@ async fn hostile_files_get_the_same_status_through_info_as_through_a_transform()
         let r = s.get("h.test", &sign(&format!("/w:100/plain/{f}"))).await;
         let transform = r.status().as_u16();
         // every option: the header facts, the container walk for alpha and frames, the hash
-        let (status, _, body) = info(&s, "h.test", &format!("/a:1/pn:1/chs:sha256/plain/{f}")).await;
+        let (status, _, body) =
+            info(&s, "h.test", &format!("/a:1/pn:1/chs:sha256/exif:1/iptc:1/xmp:1/plain/{f}")).await;
         let (status2, _, _) = info(&s, "h.test", &format!("/plain/{f}")).await;
         // the bench corpus (../shared/bench/hostile/) answers exactly as a transform does;
         // the generated `gen_*` files may be corrupt only in their compressed data, which
@@ -240,4 +241,241 @@ async fn info_requests_are_metered_and_priced_as_info() {
     assert_eq!(row.credits_milli, 250 * misses + 1000 + 500, "{row:?}");
     // two info requests and one transform: three unique billing keys
     assert_eq!(row.unique_transforms, 3, "{row:?}");
+}
+
+/// A little-endian TIFF block: IFD0 (Make, Model, pointers), the Exif IFD (exposure,
+/// aperture, body serial) and the GPS IFD (33°51'30.36" S, 151°12'40.8" E).
+fn exif_block() -> Vec<u8> {
+    // (tag, type, count, inline value or data)
+    enum V {
+        Ascii(&'static str),
+        Rationals(&'static [(u32, u32)]),
+        Long(u32),
+    }
+    fn ifd(out: &mut Vec<u8>, entries: &[(u16, V)]) {
+        // entries, then the next-IFD offset (0), then the out-of-line data
+        let start = out.len();
+        let data_at = start + 2 + entries.len() * 12 + 4;
+        let mut data = Vec::new();
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, v) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            let (typ, count, bytes) = match v {
+                V::Ascii(s) => (2u16, s.len() as u32 + 1, [s.as_bytes(), b"\0"].concat()),
+                V::Rationals(r) => (
+                    5,
+                    r.len() as u32,
+                    r.iter().flat_map(|(n, d)| [n.to_le_bytes(), d.to_le_bytes()].concat()).collect(),
+                ),
+                V::Long(n) => (4, 1, n.to_le_bytes().to_vec()),
+            };
+            out.extend_from_slice(&typ.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            if bytes.len() <= 4 {
+                let mut inline = [0u8; 4];
+                inline[..bytes.len()].copy_from_slice(&bytes);
+                out.extend_from_slice(&inline);
+            } else {
+                out.extend_from_slice(&((data_at + data.len()) as u32).to_le_bytes());
+                data.extend_from_slice(&bytes);
+                if data.len() % 2 == 1 {
+                    data.push(0);
+                }
+            }
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&data);
+    }
+    // fixed offsets: IFD0 at 8 and under 200 bytes, the Exif IFD at 200, the GPS IFD at 400
+    let mut out = b"II*\0\x08\0\0\0".to_vec();
+    ifd(
+        &mut out,
+        &[(0x010F, V::Ascii("Canon")), (0x0110, V::Ascii("EOS 5D")), (0x8769, V::Long(200)), (0x8825, V::Long(400))],
+    );
+    out.resize(200, 0);
+    ifd(
+        &mut out,
+        &[(0x829A, V::Rationals(&[(1, 125)])), (0x829D, V::Rationals(&[(28, 10)])), (0xA431, V::Ascii("SN-0042"))],
+    );
+    out.resize(400, 0);
+    ifd(
+        &mut out,
+        &[
+            (0x0001, V::Ascii("S")),
+            (0x0002, V::Rationals(&[(33, 1), (51, 1), (3036, 100)])),
+            (0x0003, V::Ascii("E")),
+            (0x0004, V::Rationals(&[(151, 1), (12, 1), (408, 10)])),
+        ],
+    );
+    out
+}
+
+const XMP: &str = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:format="image/jpeg"/></rdf:RDF></x:xmpmeta>"#;
+
+/// APP13 `Photoshop 3.0` with one IPTC resource: a caption, two keywords, a city.
+fn iptc_segment() -> Vec<u8> {
+    let mut iim = Vec::new();
+    for (dataset, value) in
+        [(0u8, &b"\x00\x04"[..]), (120, b"A caf\xc3\xa9"), (25, b"coffee"), (25, b"cup"), (90, b"Turin")]
+    {
+        iim.extend_from_slice(&[0x1C, 2, dataset]);
+        iim.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        iim.extend_from_slice(value);
+    }
+    let mut res = b"Photoshop 3.0\08BIM\x04\x04\0\0".to_vec();
+    res.extend_from_slice(&(iim.len() as u32).to_be_bytes());
+    res.extend_from_slice(&iim);
+    if iim.len() % 2 == 1 {
+        res.push(0);
+    }
+    res
+}
+
+fn jpeg_segment(marker: u8, body: &[u8]) -> Vec<u8> {
+    let mut s = vec![0xFF, marker];
+    s.extend_from_slice(&(body.len() as u16 + 2).to_be_bytes());
+    s.extend_from_slice(body);
+    s
+}
+
+fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    // CRC-32 (IEEE), bitwise: a test needs no table
+    let mut crc = !0u32;
+    for b in kind.iter().chain(body) {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let mut c = (body.len() as u32).to_be_bytes().to_vec();
+    c.extend_from_slice(kind);
+    c.extend_from_slice(body);
+    c.extend_from_slice(&(!crc).to_be_bytes());
+    c
+}
+
+fn webp_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut c = kind.to_vec();
+    c.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    c.extend_from_slice(body);
+    if body.len() % 2 == 1 {
+        c.push(0);
+    }
+    c
+}
+
+/// The same metadata in a JPEG, a PNG and a WebP, written to `dir`.
+fn write_metadata_sources(dir: &Path) {
+    let exif = exif_block();
+    let jpeg = std::fs::read(images_dir().join("coffee_600x400.jpg")).unwrap();
+    let mut out = jpeg[..2].to_vec();
+    out.extend(jpeg_segment(0xE1, &[&b"Exif\0\0"[..], &exif].concat()));
+    out.extend(jpeg_segment(0xE1, &[&b"http://ns.adobe.com/xap/1.0/\0"[..], XMP.as_bytes()].concat()));
+    out.extend(jpeg_segment(0xED, &iptc_segment()));
+    out.extend_from_slice(&jpeg[2..]);
+    std::fs::write(dir.join("meta.jpg"), out).unwrap();
+
+    let png = std::fs::read(images_dir().join("chelsea_451x300.png")).unwrap();
+    // after the signature and IHDR (8 + 25 bytes)
+    let mut out = png[..33].to_vec();
+    out.extend(png_chunk(b"eXIf", &exif));
+    out.extend(png_chunk(b"iTXt", &[&b"XML:com.adobe.xmp\0\0\0\0\0"[..], XMP.as_bytes()].concat()));
+    out.extend_from_slice(&png[33..]);
+    std::fs::write(dir.join("meta.png"), out).unwrap();
+
+    let webp = std::fs::read(images_dir().join("leaf_alpha_400x250_lossy.webp")).unwrap();
+    let mut out = webp.clone();
+    out[20] |= 0x08 | 0x04; // VP8X: EXIF and XMP present
+    out.extend(webp_chunk(b"EXIF", &exif));
+    out.extend(webp_chunk(b"XMP ", XMP.as_bytes()));
+    let riff = (out.len() - 8) as u32;
+    out[4..8].copy_from_slice(&riff.to_le_bytes());
+    std::fs::write(dir.join("meta.webp"), out).unwrap();
+}
+
+fn meta_tenant(id: &str, host: &str, root: &Path, extra: &str) -> String {
+    format!(
+        "  - id: {id}\n    hosts: [{host}]\n    keys: [{{key: \"{KEY}\", salt: \"{SALT}\"}}]\n    origins:\n      local: {{type: local, root: \"{}\"}}\n{extra}",
+        root.display()
+    )
+}
+
+#[tokio::test]
+async fn info_decodes_exif_iptc_and_xmp_from_jpeg_png_and_webp() {
+    let root = tempfile::tempdir().unwrap();
+    write_metadata_sources(root.path());
+    let s = Imgedge::start(&meta_tenant("m", "img.test", root.path(), "")).await;
+    for file in ["meta.jpg", "meta.png", "meta.webp"] {
+        let v = info_json(&s, &format!("/s:0/f:0/d:0/exif:1/iptc:1/xmp:1/plain/{file}")).await;
+        let exif = &v["exif"];
+        assert_eq!((exif["Make"].as_str(), exif["Model"].as_str()), (Some("Canon"), Some("EOS 5D")), "{file}: {v}");
+        assert_eq!(exif["BodySerialNumber"], "SN-0042", "{file}: {v}");
+        assert_eq!(exif["ExposureTime"], "1/125 s", "{file}: {v}");
+        assert_eq!(exif["FNumber"], "f/2.8", "{file}: {v}");
+        assert_eq!(exif["GPSLatitudeRef"], "S", "{file}: {v}");
+        let (lat, lon) = (exif["GPSLatitudeDecimal"].as_f64().unwrap(), exif["GPSLongitudeDecimal"].as_f64().unwrap());
+        assert!((lat + 33.858433).abs() < 1e-6 && (lon - 151.211333).abs() < 1e-6, "{file}: {lat} {lon}");
+        assert!(exif["GPSLatitude"].as_str().unwrap().starts_with("33 deg 51 min 30.36 sec"), "{file}: {v}");
+        assert_eq!(v["xmp"], XMP, "{file}");
+        if file == "meta.jpg" {
+            assert_eq!(
+                v["iptc"],
+                serde_json::json!({"Caption-Abstract": ["A café"], "Keywords": ["coffee", "cup"], "City": ["Turin"]})
+            );
+        } else {
+            // IPTC IIM lives in JPEG's APP13 only; other formats carry it inside XMP
+            assert_eq!(v["iptc"], serde_json::json!({}), "{file}");
+        }
+    }
+    // a source without metadata: empty maps and a null packet
+    std::fs::copy(images_dir().join("coffee_600x400.jpg"), root.path().join("plain.jpg")).unwrap();
+    let v = info_json(&s, "/s:0/f:0/d:0/exif:1/iptc:1/xmp:1/plain/plain.jpg").await;
+    assert_eq!(v, serde_json::json!({"exif": {}, "iptc": {}, "xmp": null}));
+    // canonical: one entry for every spelling
+    let (_, h, _) = info(&s, "img.test", "/xmp:1/exif:true/plain/meta.jpg").await;
+    assert_eq!(h["x-cache"], "MISS");
+    s.fill("img.test", &info_url("/xmp:1/exif:true/plain/meta.jpg")).await;
+    let (_, h, _) = info(&s, "img.test", "/exif:1/xmp:t/iptc:0/plain/meta.jpg").await;
+    assert_eq!(h["x-cache"], "HIT");
+    assert_eq!(info(&s, "img.test", "/exif:yes/plain/meta.jpg").await.0, 400);
+}
+
+#[tokio::test]
+async fn hostile_exif_is_read_within_bounds() {
+    let s = Imgedge::start(&meta_tenant("h", "h.test", &hostile_dir(), "")).await;
+    let before = crate::harness::peak_rss(s.pid());
+    for f in ["jpeg_giant_exif.jpg", "jpeg_exif_bad_ifd_count.jpg", "jpeg_60_max_app_segments.jpg"] {
+        let (status, _, body) = info(&s, "h.test", &format!("/exif:1/iptc:1/xmp:1/plain/{f}")).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{f}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let exif = v["exif"].as_object().unwrap_or_else(|| panic!("{f}: {v}"));
+        // what could be read before the break, each value clipped
+        assert!(exif.len() <= 512, "{f}: {} fields", exif.len());
+        assert!(exif.values().all(|x| x.as_str().is_none_or(|t| t.len() <= 1024)), "{f}");
+        assert!(body.len() < 1 << 20, "{f}: {} bytes of JSON", body.len());
+    }
+    let grown = crate::harness::peak_rss(s.pid()).saturating_sub(before);
+    assert!(grown < 64 << 20, "peak RSS grew by {grown} bytes");
+    assert!(s.log().lines().all(|l| !l.contains("panicked")), "{}", s.log());
+}
+
+#[tokio::test]
+async fn a_tenant_may_withhold_metadata() {
+    let root = tempfile::tempdir().unwrap();
+    write_metadata_sources(root.path());
+    let s = Imgedge::start(&meta_tenant("w", "img.test", root.path(), "    info: {withhold_metadata: true}\n")).await;
+    for opt in ["exif", "iptc", "xmp"] {
+        let (status, headers, body) = info(&s, "img.test", &format!("/{opt}:1/plain/meta.jpg")).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 403, "{opt}: {body}");
+        assert!(body.contains(&format!("option {opt} is withheld")), "{opt}: {body}");
+        assert_eq!(headers["cache-control"], "no-store");
+    }
+    // switched off, or not asked for: answered
+    let v = info_json(&s, "/exif:0/s:0/f:0/plain/meta.jpg").await;
+    assert_eq!(
+        v,
+        serde_json::json!({"width": 600, "height": 400, "raw_width": 600, "raw_height": 400, "orientation": 1})
+    );
 }

@@ -55,7 +55,9 @@ impl Error {
             // imgproxy answers 404 for expired URLs, so CDNs treat them like missing objects
             Error::Expired => 404,
             Error::Signature(_) => 403,
-            Error::Options(OptionError::SecurityOption(_) | OptionError::Forbidden(_)) => 403,
+            Error::Options(
+                OptionError::SecurityOption(_) | OptionError::Forbidden(_) | OptionError::MetadataWithheld(_),
+            ) => 403,
             Error::Options(_) | Error::BadHost => 400,
             Error::Method => 405,
             Error::SourceTooBig(_) => 413,

@@ -222,6 +222,8 @@ pub struct Tenant {
     pub stale_if_error: Duration,
     /// Whether image responses say `immutable` (signed URLs never change meaning).
     pub immutable: bool,
+    /// `info.withhold_metadata`: `/info`'s `exif`, `iptc` and `xmp` are refused (403).
+    pub info_withhold_metadata: bool,
     pub billing: Billing,
     pub log: TenantLog,
     /// SHA-256 of the tenant's read token for the usage API.

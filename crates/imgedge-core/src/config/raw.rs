@@ -154,6 +154,8 @@ pub struct RawTenant {
     #[serde(default)]
     pub cache: RawTenantCache,
     #[serde(default)]
+    pub info: RawTenantInfo,
+    #[serde(default)]
     pub presets: BTreeMap<String, String>,
     #[serde(default)]
     pub billing: RawBilling,
@@ -202,6 +204,16 @@ pub struct RawTransform {
     pub negotiate: Vec<String>,
     /// Frames of an animated source kept in the output; 1 = first frame only.
     pub max_frames: Option<u32>,
+}
+
+/// `tenants[].info`: what `/info` may answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantInfo {
+    /// Refuse `exif`, `iptc` and `xmp` (403): GPS positions and camera serials are
+    /// personal data.
+    #[serde(default)]
+    pub withhold_metadata: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

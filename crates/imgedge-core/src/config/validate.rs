@@ -398,6 +398,7 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         not_found_ttl,
         stale_if_error,
         immutable: t.cache.immutable.unwrap_or(true),
+        info_withhold_metadata: t.info.withhold_metadata,
         billing,
         log,
         usage_token_sha256,

@@ -26,6 +26,8 @@ pub struct InfoOptions {
     pub frames: bool,
     /// `chs:sha256`: SHA-256 of the original bytes as fetched.
     pub sha256: bool,
+    /// `exif`, `iptc`, `xmp`: the source's metadata, decoded (see [`MetadataOptions`]).
+    pub metadata: MetadataOptions,
     /// Opaque string that only changes the cache key.
     pub cachebuster: Option<String>,
     /// Facts computed from the pixels (a small decode).
@@ -84,9 +86,26 @@ impl Default for InfoOptions {
             alpha: false,
             frames: false,
             sha256: false,
+            metadata: MetadataOptions::default(),
             cachebuster: None,
             colors: ColorOptions::default(),
         }
+    }
+}
+
+/// The metadata options of an info request; all off by default. A tenant may withhold
+/// them (`info.withhold_metadata`): GPS positions and camera serials are personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetadataOptions {
+    pub exif: bool,
+    pub iptc: bool,
+    pub xmp: bool,
+}
+
+impl MetadataOptions {
+    /// The first metadata option asked for, by name (for a refusal that names it).
+    pub fn first_asked(&self) -> Option<&'static str> {
+        [("exif", self.exif), ("iptc", self.iptc), ("xmp", self.xmp)].into_iter().find(|o| o.1).map(|o| o.0)
     }
 }
 
@@ -112,7 +131,7 @@ impl InfoRequest {
         let o = &self.options;
         let mut s = String::from(INFO_PREFIX);
         let d = InfoOptions::default();
-        // alphabetical by short name: a, cb, chs, d, f, pn, s
+        // alphabetical by short name: a, cb, chs, d, exif, f, iptc, pn, s, xmp
         if o.alpha != d.alpha {
             let _ = write!(s, "/a:{}", u8::from(o.alpha));
         }
@@ -125,14 +144,23 @@ impl InfoRequest {
         if o.dimensions != d.dimensions {
             let _ = write!(s, "/d:{}", u8::from(o.dimensions));
         }
+        if o.metadata.exif {
+            s.push_str("/exif:1");
+        }
         if o.format != d.format {
             let _ = write!(s, "/f:{}", u8::from(o.format));
+        }
+        if o.metadata.iptc {
+            s.push_str("/iptc:1");
         }
         if o.frames != d.frames {
             let _ = write!(s, "/pn:{}", u8::from(o.frames));
         }
         if o.size != d.size {
             let _ = write!(s, "/s:{}", u8::from(o.size));
+        }
+        if o.metadata.xmp {
+            s.push_str("/xmp:1");
         }
         o.colors.write_canonical(&mut s);
         // a transform with no options writes exactly `/plain/{origin}:{key}`

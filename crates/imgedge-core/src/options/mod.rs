@@ -13,7 +13,7 @@ mod parse;
 mod tests;
 mod watermark;
 
-pub use info::{InfoOptions, InfoRequest, INFO_PREFIX};
+pub use info::{InfoOptions, InfoRequest, MetadataOptions, INFO_PREFIX};
 pub use parse::{
     parse, parse_canonical, parse_info, parse_info_canonical, parse_source, round_float, OriginRef, ParseContext,
     ParsedInfo, ParsedPath,
@@ -472,4 +472,10 @@ pub enum OptionError {
     /// watermark is forced): 403.
     #[error("{0}")]
     Forbidden(String),
+    /// `exif`, `iptc`, `xmp` on a tenant that withholds metadata (`info.withhold_metadata`):
+    /// 403, naming the option.
+    #[error(
+        "option {0} is withheld by this tenant: image metadata may hold personal data (GPS positions, camera serials)"
+    )]
+    MetadataWithheld(&'static str),
 }

@@ -135,6 +135,9 @@ fn parse_info_with(path: &str, mode: Mode<'_>) -> Result<ParsedInfo, OptionError
             "dimensions" | "d" => set_bool(name, "dimensions", &mut o.dimensions, one_arg(name, &args)?)?,
             "alpha" | "a" => set_bool(name, "alpha", &mut o.alpha, one_arg(name, &args)?)?,
             "frames" | "pages_number" | "pn" => set_bool(name, "frames", &mut o.frames, one_arg(name, &args)?)?,
+            "exif" => set_bool(name, "exif", &mut o.metadata.exif, one_arg(name, &args)?)?,
+            "iptc" => set_bool(name, "iptc", &mut o.metadata.iptc, one_arg(name, &args)?)?,
+            "xmp" => set_bool(name, "xmp", &mut o.metadata.xmp, one_arg(name, &args)?)?,
             "calc_hashsums" | "chs" => {
                 // an empty list turns hashing off, as an empty positional argument does
                 o.sha256 = false;

@@ -40,6 +40,13 @@ pub struct Info {
     pub frames: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hashsums: Option<Hashsums>,
+    /// Decoded metadata (`exif`, `iptc`, `xmp`): empty maps or `null` when the source has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exif: Option<super::ExifMap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iptc: Option<super::IptcMap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xmp: Option<Option<String>>,
     #[serde(flatten)]
     pub colors: ColorFacts,
 }
@@ -138,8 +145,23 @@ pub fn info(input: &[u8], opts: &InfoOptions, max_pixels: u64) -> Result<Info, T
     if opts.sha256 {
         out.hashsums = Some(Hashsums { sha256: hex::encode(Sha256::digest(input)) });
     }
+    metadata_info(input, &h, opts, &mut out);
     out.colors = color_facts(input, &opts.colors, max_pixels)?;
     Ok(out)
+}
+
+/// `exif`, `iptc`, `xmp`: read from the container's metadata blocks, never the pixels.
+fn metadata_info(input: &[u8], h: &decode::Header, opts: &InfoOptions, out: &mut Info) {
+    let m = &opts.metadata;
+    if m.exif {
+        out.exif = Some(super::info_meta::read_exif(input, h));
+    }
+    if m.iptc {
+        out.iptc = Some(super::info_meta::read_iptc(input, h));
+    }
+    if m.xmp {
+        out.xmp = Some(super::info_meta::read_xmp(input, h));
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

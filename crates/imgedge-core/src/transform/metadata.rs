@@ -50,7 +50,7 @@ pub(crate) fn source_exif<'a>(input: &'a [u8], h: &Header) -> Option<&'a [u8]> {
 }
 
 /// APPn/COM segments before the first SOS (or SOF: metadata precedes the frame).
-fn jpeg_segments(d: &[u8]) -> Vec<(u8, &[u8])> {
+pub(crate) fn jpeg_segments(d: &[u8]) -> Vec<(u8, &[u8])> {
     let mut out = Vec::new();
     let mut i = 2;
     while i + 4 <= d.len() && d[i] == 0xFF {
@@ -119,6 +119,21 @@ fn png_chunk<'a>(d: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     None
 }
 
+/// Every PNG chunk up to `IEND` as (type, body); ends at the first that does not fit.
+pub(crate) fn png_chunks(d: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut i = 8usize;
+    std::iter::from_fn(move || {
+        let len = u32::from_be_bytes(d.get(i..i + 4)?.try_into().ok()?) as usize;
+        let kind = d.get(i + 4..i + 8)?;
+        if kind == b"IEND" {
+            return None;
+        }
+        let body = d.get(i + 8..(i + 8).checked_add(len)?)?;
+        i += 12 + len;
+        Some((kind, body))
+    })
+}
+
 /// iCCP is zlib-compressed: `png` (through `image`) inflates it, under a memory limit.
 fn png_icc(d: &[u8]) -> Option<Vec<u8>> {
     use image::ImageDecoder;
@@ -130,7 +145,7 @@ fn png_icc(d: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A chunk of a RIFF WebP by fourcc.
-fn webp_chunk<'a>(d: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+pub(crate) fn webp_chunk<'a>(d: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     let mut i = 12;
     while let (Some(k), Some(len)) = (d.get(i..i + 4), d.get(i + 4..i + 8)) {
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;

@@ -50,6 +50,7 @@ mod geometry;
 mod golden_tests;
 pub mod hashes;
 mod info;
+mod info_meta;
 mod jpeg_dc;
 mod metadata;
 mod pipeline;
@@ -168,6 +169,7 @@ pub fn sniff(input: &[u8]) -> Option<Format> {
 }
 
 pub use info::{info, Hashsums, Info};
+pub use info_meta::{Degrees, ExifMap, ExifValue, IptcMap};
 pub use steps::watermark::WatermarkImage;
 
 /// Decodes, transforms and encodes one image.

@@ -100,6 +100,8 @@ impl EdgeCore {
         let (path, info) = signed_path(req.path);
         let rest = signature::split_signed_path(path).map_or("", |(_, rest)| rest);
         if info {
+            // before parsing: a refused `/info` URL is still an info request in the usage
+            ctx.info = true;
             let parsed = options::parse_info(rest, &tenant.parse_context())?;
             let metadata = parsed.request.options.metadata.first_asked();
             if let Some(name) = metadata.filter(|_| tenant.info_withhold_metadata) {
@@ -109,7 +111,6 @@ impl EdgeCore {
             if expired(parsed.expires, SystemTime::now()) {
                 return Err(Error::Expired);
             }
-            ctx.info = true;
             ctx.format = cache::INFO_FORMAT;
             ctx.canonical = parsed.request.canonical();
             // under the source's generation, so a purge of the source hides it too

@@ -37,6 +37,16 @@ pub struct Row {
     pub credits_milli: u64,
     /// Billing keys (32 hex digits), sorted, each at most once.
     pub keys: Vec<String>,
+    /// Of `requests` and `credits_milli`, those of `/info` requests; of `keys`, the
+    /// `/info` ones (sorted). Absent in batches of older versions, which had no info
+    /// requests; `keys` still lists every key, so an older process applying a newer batch
+    /// (the other half of an upgrade) counts its totals right.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub info_requests: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub info_credits_milli: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub info_keys: Vec<String>,
     /// Telemetry (absent in batches of older versions): requests by calling site,
     /// requests per latency bucket (`telemetry::LATENCY_BUCKETS_MS`, then `+Inf`), and
     /// `[requests, bytes]` by content type.
@@ -46,6 +56,10 @@ pub struct Row {
     pub latency: Vec<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub types: BTreeMap<String, [u64; 2]>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Row {
@@ -61,6 +75,9 @@ impl Row {
             errors: c.errors,
             credits_milli: c.credits_milli,
             keys: Vec::new(),
+            info_requests: c.info_requests,
+            info_credits_milli: c.info_credits_milli,
+            info_keys: Vec::new(),
             sites: BTreeMap::new(),
             latency: if c.latency.iter().any(|n| *n > 0) { c.latency.to_vec() } else { Vec::new() },
             types: CONTENT_TYPES
@@ -109,10 +126,14 @@ impl Batch {
                 Row::new(m, t, &Counters::default())
             });
             row.keys.push(k.1.to_hex());
+            if s.info_keys.contains(k) {
+                row.info_keys.push(k.1.to_hex());
+            }
         }
         let mut rows: Vec<Row> = rows.into_values().filter(|r| !r.tenant.is_empty()).collect();
         for r in &mut rows {
             r.keys.sort_unstable();
+            r.info_keys.sort_unstable();
         }
         rows.sort_by(|a, b| (&a.month, &a.tenant).cmp(&(&b.month, &b.tenant)));
         Batch { v: VERSION, created_at, rows }
@@ -145,8 +166,11 @@ impl Batch {
             if Month::parse(&r.month).is_none() {
                 return Err(format!("bad month {:?}", r.month));
             }
-            if let Some(k) = r.keys.iter().find(|k| BillingKey::from_hex(k).is_none()) {
+            if let Some(k) = r.keys.iter().chain(&r.info_keys).find(|k| BillingKey::from_hex(k).is_none()) {
                 return Err(format!("bad billing key {k:?}"));
+            }
+            if let Some(k) = r.info_keys.iter().find(|k| r.keys.binary_search(k).is_err()) {
+                return Err(format!("info key {k:?} is not among the keys"));
             }
             if r.latency.len() > LATENCY_BUCKETS {
                 return Err(format!("{} latency buckets", r.latency.len()));
@@ -193,20 +217,44 @@ mod tests {
             };
             r.record_in(&req, m);
         }
+        // an info request: a share of the row, its key among the keys and the info keys
+        let info = Request {
+            tenant: "a",
+            operation: Operation::Info,
+            status: 200,
+            cache: CacheOutcome::Miss,
+            bytes_out: 5,
+            billing_key: Some(BillingKey(11)),
+            site: Some("a"),
+            content_type: 2,
+            micros: 30_000,
+        };
+        r.record_in(&info, m);
         let snap = r.drain();
         let skip_b9 = |k: &(Slot, BillingKey)| *k == (slot(0, m), BillingKey(9));
         let b = Batch::from_snapshot(&snap, &r.tenants(), skip_b9, 1);
         assert_eq!(b.rows.len(), 2);
-        assert_eq!((b.rows[0].tenant.as_str(), b.rows[0].requests, b.rows[0].keys.len()), ("a", 1, 1));
+        assert_eq!((b.rows[0].tenant.as_str(), b.rows[0].requests, b.rows[0].keys.len()), ("a", 2, 2));
+        assert_eq!((b.rows[0].info_requests, b.rows[0].info_credits_milli, b.rows[1].info_requests), (1, 500, 0));
+        assert_eq!(b.rows[0].info_keys, [BillingKey(11).to_hex()]);
+        assert!(b.rows[0].keys.contains(&BillingKey(11).to_hex()));
         assert_eq!((b.rows[1].tenant.as_str(), b.rows[1].requests, b.rows[1].keys.len()), ("b", 3, 1));
         assert_eq!(b.rows[1].keys[0], BillingKey(7).to_hex());
         assert_eq!(b.rows[1].sites, BTreeMap::from([("b".to_owned(), 3)]));
         assert_eq!(b.rows[1].types, BTreeMap::from([("image/webp".to_owned(), [3, 15])]));
         assert_eq!(b.rows[1].latency_named().collect::<Vec<_>>(), [("50".to_owned(), 3)]);
-        assert_eq!((b.requests(), b.key_count()), (4, 2));
+        assert_eq!((b.requests(), b.key_count()), (5, 3));
         let json = b.to_json();
         assert_eq!(Batch::from_json(&json).unwrap(), b);
         assert_eq!(Batch::digest(&json), Batch::digest(&b.to_json()));
         assert!(Batch::from_json(&json.replace("2026-11", "2026-13")).is_err());
+        // an older batch (no info fields) still reads; an info key must be one of the keys
+        assert!(!serde_json::to_string(&b.rows[1]).unwrap().contains("info"), "no info fields when there was none");
+        let stray = json.replace(
+            &format!("\"info_keys\":[\"{}\"]", BillingKey(11).to_hex()),
+            &format!("\"info_keys\":[\"{}\"]", BillingKey(12).to_hex()),
+        );
+        assert_ne!(stray, json);
+        assert!(Batch::from_json(&stray).unwrap_err().contains("not among the keys"));
     }
 }

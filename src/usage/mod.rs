@@ -122,6 +122,10 @@ pub struct Totals {
     pub unique_transforms: u64,
     /// Thousandths of a credit (exact); `imgedge usage` prints credits.
     pub credits_milli: u64,
+    /// Of `requests`, `unique_transforms` and `credits_milli`: the `/info` requests'.
+    pub info_requests: u64,
+    pub unique_info: u64,
+    pub info_credits_milli: u64,
     pub telemetry: telemetry::Telemetry,
 }
 

@@ -56,15 +56,21 @@ CREATE TABLE IF NOT EXISTS imgedge_unique_transforms (
     first_seen timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (month, tenant, key)
 );
+-- added after the first release: a ledger created before gets them, zero
+ALTER TABLE imgedge_usage_monthly
+    ADD COLUMN IF NOT EXISTS info_requests bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS info_credits_milli bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS unique_info bigint NOT NULL DEFAULT 0;
 COMMIT;
 ";
 
 const UPSERT_COUNTERS: &str = "
 INSERT INTO imgedge_usage_monthly AS u
-    (month, tenant, requests, bytes_out, cache_hits, cache_misses, renders, errors, credits_milli)
-SELECT to_date(m, 'YYYY-MM'), t, r, b, h, mi, re, e, c
+    (month, tenant, requests, bytes_out, cache_hits, cache_misses, renders, errors, credits_milli, info_requests,
+     info_credits_milli)
+SELECT to_date(m, 'YYYY-MM'), t, r, b, h, mi, re, e, c, ir, ic
 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[],
-            $9::int8[]) AS x(m, t, r, b, h, mi, re, e, c)
+            $9::int8[], $10::int8[], $11::int8[]) AS x(m, t, r, b, h, mi, re, e, c, ir, ic)
 ORDER BY 1, 2
 ON CONFLICT (month, tenant) DO UPDATE SET
     requests = u.requests + EXCLUDED.requests,
@@ -73,7 +79,9 @@ ON CONFLICT (month, tenant) DO UPDATE SET
     cache_misses = u.cache_misses + EXCLUDED.cache_misses,
     renders = u.renders + EXCLUDED.renders,
     errors = u.errors + EXCLUDED.errors,
-    credits_milli = u.credits_milli + EXCLUDED.credits_milli";
+    credits_milli = u.credits_milli + EXCLUDED.credits_milli,
+    info_requests = u.info_requests + EXCLUDED.info_requests,
+    info_credits_milli = u.info_credits_milli + EXCLUDED.info_credits_milli";
 
 const INSERT_KEYS: &str = "
 WITH ins AS (
@@ -83,6 +91,20 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING month, tenant)
 UPDATE imgedge_usage_monthly u SET unique_transforms = u.unique_transforms + c.n
+FROM (SELECT month, tenant, count(*) AS n FROM ins GROUP BY 1, 2) c
+WHERE u.month = c.month AND u.tenant = c.tenant";
+
+/// [`INSERT_KEYS`] for the keys of `/info` requests: they count in `unique_info` too. Run
+/// after it, so every applier takes key locks in one order (transform keys, then info).
+const INSERT_INFO_KEYS: &str = "
+WITH ins AS (
+    INSERT INTO imgedge_unique_transforms (month, tenant, key)
+    SELECT to_date(m, 'YYYY-MM'), t, k FROM unnest($1::text[], $2::text[], $3::bytea[]) AS x(m, t, k)
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING month, tenant)
+UPDATE imgedge_usage_monthly u
+SET unique_transforms = u.unique_transforms + c.n, unique_info = u.unique_info + c.n
 FROM (SELECT month, tenant, count(*) AS n FROM ins GROUP BY 1, 2) c
 WHERE u.month = c.month AND u.tenant = c.tenant";
 
@@ -221,21 +243,29 @@ impl PgSink {
             col(|r| r.errors),
             col(|r| r.credits_milli),
         );
-        tx.execute(UPSERT_COUNTERS, &[&months, &tenants, &req, &bytes, &hits, &misses, &renders, &errors, &credits])
-            .await
-            .map_err(unavailable)?;
+        let (info_req, info_credits) = (col(|r| r.info_requests), col(|r| r.info_credits_milli));
+        tx.execute(
+            UPSERT_COUNTERS,
+            &[&months, &tenants, &req, &bytes, &hits, &misses, &renders, &errors, &credits, &info_req, &info_credits],
+        )
+        .await
+        .map_err(unavailable)?;
 
-        let (mut km, mut kt, mut kk) = (Vec::new(), Vec::new(), Vec::new());
-        for r in rows {
-            for k in &r.keys {
-                let Some(key) = super::BillingKey::from_hex(k) else { continue };
-                km.push(r.month.as_str());
-                kt.push(r.tenant.as_str());
-                kk.push(key.to_bytes().to_vec());
+        // transform keys, then info keys (a sorted subset of each row's keys)
+        for info in [false, true] {
+            let (mut km, mut kt, mut kk) = (Vec::new(), Vec::new(), Vec::new());
+            for r in rows {
+                for k in r.keys.iter().filter(|k| r.info_keys.binary_search(k).is_ok() == info) {
+                    let Some(key) = super::BillingKey::from_hex(k) else { continue };
+                    km.push(r.month.as_str());
+                    kt.push(r.tenant.as_str());
+                    kk.push(key.to_bytes().to_vec());
+                }
             }
-        }
-        if !kk.is_empty() {
-            tx.execute(INSERT_KEYS, &[&km, &kt, &kk]).await.map_err(unavailable)?;
+            if !kk.is_empty() {
+                let query = if info { INSERT_INFO_KEYS } else { INSERT_KEYS };
+                tx.execute(query, &[&km, &kt, &kk]).await.map_err(unavailable)?;
+            }
         }
 
         let (mut tm, mut tt, mut tk, mut tn, mut tr, mut tb) =
@@ -283,7 +313,7 @@ impl PgSink {
         let rows = client
             .query(
                 "SELECT to_char(month, 'YYYY-MM'), tenant, requests, bytes_out, cache_hits, cache_misses, renders,
-                        errors, unique_transforms, credits_milli
+                        errors, unique_transforms, credits_milli, info_requests, unique_info, info_credits_milli
                  FROM imgedge_usage_monthly
                  WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR month = to_date($2, 'YYYY-MM'))
                  ORDER BY month, tenant",
@@ -319,6 +349,9 @@ impl PgSink {
                 errors: n(r, 7),
                 unique_transforms: n(r, 8),
                 credits_milli: n(r, 9),
+                info_requests: n(r, 10),
+                unique_info: n(r, 11),
+                info_credits_milli: n(r, 12),
                 telemetry: telemetry.remove(&(r.get::<_, String>(0), r.get::<_, String>(1))).unwrap_or_default(),
             })
             .collect())

@@ -24,7 +24,7 @@ use crate::config::Credits;
 pub enum Operation {
     /// An image transform (every URL today).
     Transform,
-    /// Image metadata only (reserved: no URL produces it yet).
+    /// Facts about a source: `/info/{signature}/…`.
     Info,
 }
 
@@ -75,6 +75,9 @@ pub struct Counters {
     pub renders: u64,
     pub errors: u64,
     pub credits_milli: u64,
+    /// Of `requests` and `credits_milli`: those of `/info` requests.
+    pub info_requests: u64,
+    pub info_credits_milli: u64,
     /// Requests per latency bucket ([`telemetry::LATENCY_BUCKETS_MS`]).
     pub latency: [u64; LATENCY_BUCKETS],
     /// Requests and body bytes per content type ([`telemetry::CONTENT_TYPES`]).
@@ -90,6 +93,8 @@ impl Counters {
         self.renders += o.renders;
         self.errors += o.errors;
         self.credits_milli += o.credits_milli;
+        self.info_requests += o.info_requests;
+        self.info_credits_milli += o.info_credits_milli;
         for (a, b) in self.latency.iter_mut().zip(o.latency) {
             *a += b;
         }
@@ -191,6 +196,8 @@ pub fn unslot(s: Slot) -> (u32, Month) {
 pub struct Snapshot {
     pub counters: HashMap<Slot, Counters, Fx>,
     pub keys: HashSet<(Slot, BillingKey), Fx>,
+    /// The keys of `keys` that are `/info` requests (unique info requests).
+    pub info_keys: HashSet<(Slot, BillingKey), Fx>,
     pub sites: HashMap<Slot, Sites, Fx>,
 }
 
@@ -208,6 +215,7 @@ impl Snapshot {
             self.counters.entry(s).or_default().add(&c);
         }
         self.keys.extend(other.keys);
+        self.info_keys.extend(other.info_keys);
         for (s, sites) in other.sites {
             let mine = self.sites.entry(s).or_default();
             for (site, n) in sites {
@@ -382,6 +390,10 @@ impl Recorder {
         e.misses += u64::from(r.cache == CacheOutcome::Miss);
         e.errors += u64::from(error);
         e.credits_milli += credits;
+        if r.operation == Operation::Info {
+            e.info_requests += 1;
+            e.info_credits_milli += credits;
+        }
         e.latency[telemetry::latency_bucket(r.micros)] += 1;
         let t = &mut e.types[r.content_type.min(CONTENT_TYPE_COUNT - 1)];
         t[0] += 1;
@@ -392,6 +404,9 @@ impl Recorder {
                 shard.keys.reserve(hint_keys.max(64));
             }
             shard.keys.insert((s, k));
+            if r.operation == Operation::Info {
+                shard.info_keys.insert((s, k));
+            }
         }
     }
 
@@ -483,6 +498,8 @@ mod tests {
                 renders: 1,
                 errors: 1,
                 credits_milli: 1000,
+                info_requests: 0,
+                info_credits_milli: 0,
                 latency: [0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 types: [[3, 30], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]],
             }

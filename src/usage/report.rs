@@ -40,6 +40,7 @@ fn to_json(ledger: &str, rows: &[Totals], pending: Option<u64>) -> String {
         .map(|t| {
             let mut v = serde_json::to_value(t).unwrap_or_default();
             v["credits"] = serde_json::Value::from(t.credits_milli as f64 / 1000.0);
+            v["info_credits"] = serde_json::Value::from(t.info_credits_milli as f64 / 1000.0);
             v
         })
         .collect();
@@ -59,6 +60,10 @@ fn to_table(ledger: &str, rows: &[Totals], pending: Option<u64>) -> String {
         "ERRORS",
         "UNIQUE_TRANSFORMS",
         "CREDITS",
+        // of the columns before: the `/info` requests' share
+        "INFO_REQUESTS",
+        "UNIQUE_INFO",
+        "INFO_CREDITS",
     ];
     let mut lines: Vec<Vec<String>> = vec![head.iter().map(|s| (*s).to_owned()).collect()];
     for t in rows {
@@ -73,6 +78,9 @@ fn to_table(ledger: &str, rows: &[Totals], pending: Option<u64>) -> String {
             t.errors.to_string(),
             t.unique_transforms.to_string(),
             credits(t.credits_milli),
+            t.info_requests.to_string(),
+            t.unique_info.to_string(),
+            credits(t.info_credits_milli),
         ]);
     }
     let widths: Vec<usize> = (0..head.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
@@ -115,6 +123,9 @@ mod tests {
             errors: 1,
             unique_transforms: 4,
             credits_milli: 6500,
+            info_requests: 3,
+            unique_info: 1,
+            info_credits_milli: 750,
             telemetry: Default::default(),
         }
     }
@@ -125,12 +136,15 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("MONTH    TENANT  REQUESTS"), "{t}");
         assert!(lines[1].starts_with("2026-11  acme"), "{t}");
-        assert!(lines[1].ends_with("6.500"), "{t}");
+        assert!(lines[0].ends_with("CREDITS  INFO_REQUESTS  UNIQUE_INFO  INFO_CREDITS"), "{t}");
+        assert!(lines[1].ends_with("6.500              3            1         0.750"), "{t}");
         assert!(lines[2].contains("2 batches"), "{t}");
         let j: serde_json::Value = serde_json::from_str(&to_json("sqlite x.db", &[row()], None)).unwrap();
         assert_eq!(j["rows"][0]["unique_transforms"], 4);
         assert_eq!(j["rows"][0]["credits"], 6.5);
         assert_eq!(j["rows"][0]["credits_milli"], 6500);
+        assert_eq!((j["rows"][0]["info_requests"].as_u64(), j["rows"][0]["unique_info"].as_u64()), (Some(3), Some(1)));
+        assert_eq!(j["rows"][0]["info_credits"], 0.75);
         assert!(to_table("l", &[], None).contains("no usage"));
     }
 }

@@ -65,6 +65,31 @@ CREATE TABLE IF NOT EXISTS unique_transforms (
 ) WITHOUT ROWID;
 ";
 
+/// Columns added to `usage_monthly` after its first release: (name, definition). A ledger
+/// written before them gets them (zero) when it is opened, so it stays readable.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("info_requests", "INTEGER NOT NULL DEFAULT 0"),
+    ("info_credits_milli", "INTEGER NOT NULL DEFAULT 0"),
+    ("unique_info", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Creates the tables and adds missing columns, in one write transaction: processes
+/// sharing the file (an upgrade's two halves) never both add a column.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (name, def) in ADDED_COLUMNS {
+        let present: bool =
+            tx.query_row("SELECT count(*) > 0 FROM pragma_table_info('usage_monthly') WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?;
+        if !present {
+            tx.execute_batch(&format!("ALTER TABLE usage_monthly ADD COLUMN {name} {def}"))?;
+        }
+    }
+    tx.commit()
+}
+
 /// How long a delivered batch's row stays in the spool, as a flush log.
 pub const KEEP_SHIPPED: Duration = Duration::from_secs(7 * 86_400);
 
@@ -143,9 +168,9 @@ impl Spool {
             use std::os::unix::fs::OpenOptionsExt;
             let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
         }
-        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         configure(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
-        conn.execute_batch(SCHEMA).map_err(|e| format!("{}: {e}", path.display()))?;
+        migrate(&mut conn).map_err(|e| format!("{}: {e}", path.display()))?;
         let s = Spool { conn, path: path.to_path_buf(), embedded, max_pending };
         s.install_id()?;
         Ok(s)
@@ -154,10 +179,10 @@ impl Spool {
     /// Opens an existing spool to read the ledger; never creates one.
     pub fn open_existing(path: &Path) -> Result<Spool, String> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
+        let mut conn = Connection::open_with_flags(path, flags)
             .map_err(|e| format!("no usage ledger at {}: {e}", path.display()))?;
         configure(&conn).map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        migrate(&mut conn).map_err(sql)?;
         Ok(Spool { conn, path: path.to_path_buf(), embedded: true, max_pending: u64::MAX })
     }
 
@@ -315,7 +340,7 @@ impl Spool {
             .conn
             .prepare(
                 "SELECT month, tenant, requests, bytes_out, cache_hits, cache_misses, renders, errors,
-                        unique_transforms, credits_milli
+                        unique_transforms, credits_milli, info_requests, unique_info, info_credits_milli
                  FROM usage_monthly WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR month = ?2)
                  ORDER BY month, tenant",
             )
@@ -334,6 +359,9 @@ impl Spool {
                     errors: n(7)?,
                     unique_transforms: n(8)?,
                     credits_milli: n(9)?,
+                    info_requests: n(10)?,
+                    unique_info: n(11)?,
+                    info_credits_milli: n(12)?,
                     telemetry: Default::default(),
                 })
             })
@@ -380,19 +408,22 @@ impl Spool {
 fn apply_local(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO usage_monthly (month, tenant, requests, bytes_out, cache_hits, cache_misses, renders, errors,
-                                    credits_milli)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                    credits_milli, info_requests, info_credits_milli)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (month, tenant) DO UPDATE SET
             requests = requests + excluded.requests, bytes_out = bytes_out + excluded.bytes_out,
             cache_hits = cache_hits + excluded.cache_hits, cache_misses = cache_misses + excluded.cache_misses,
             renders = renders + excluded.renders, errors = errors + excluded.errors,
-            credits_milli = credits_milli + excluded.credits_milli",
+            credits_milli = credits_milli + excluded.credits_milli,
+            info_requests = info_requests + excluded.info_requests,
+            info_credits_milli = info_credits_milli + excluded.info_credits_milli",
     )?;
     let mut insert_key = tx.prepare_cached(
         "INSERT INTO unique_transforms (month, tenant, key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
     let mut add_unique = tx.prepare_cached(
-        "UPDATE usage_monthly SET unique_transforms = unique_transforms + ?3 WHERE month = ?1 AND tenant = ?2",
+        "UPDATE usage_monthly SET unique_transforms = unique_transforms + ?3, unique_info = unique_info + ?4
+         WHERE month = ?1 AND tenant = ?2",
     )?;
     let mut known_sites =
         tx.prepare_cached("SELECT name FROM usage_telemetry WHERE month = ?1 AND tenant = ?2 AND kind = 'site'")?;
@@ -411,16 +442,23 @@ fn apply_local(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
             i64_of(r.cache_misses),
             i64_of(r.renders),
             i64_of(r.errors),
-            i64_of(r.credits_milli)
+            i64_of(r.credits_milli),
+            i64_of(r.info_requests),
+            i64_of(r.info_credits_milli)
         ])?;
-        let mut new = 0i64;
+        let (mut new, mut new_info) = (0i64, 0i64);
         for k in &r.keys {
             // keys were checked when the batch was built or parsed
             let Some(key) = super::BillingKey::from_hex(k) else { continue };
-            new += insert_key.execute(params![r.month, r.tenant, &key.to_bytes()[..]])? as i64;
+            let inserted = insert_key.execute(params![r.month, r.tenant, &key.to_bytes()[..]])? as i64;
+            new += inserted;
+            // info keys are a sorted subset of the keys
+            if inserted > 0 && r.info_keys.binary_search(k).is_ok() {
+                new_info += 1;
+            }
         }
         if new > 0 {
-            add_unique.execute(params![r.month, r.tenant, new])?;
+            add_unique.execute(params![r.month, r.tenant, new, new_info])?;
         }
         let known = if r.sites.is_empty() {
             HashSet::new()
@@ -484,6 +522,52 @@ mod tests {
         let mut s = Spool::open(&path, true, 10).unwrap();
         assert_eq!(s.install_id().unwrap(), id);
         assert_eq!(s.append(&batch(vec![row("t", 1, &[])]), true).unwrap().id, format!("{id}:3"));
+    }
+
+    #[test]
+    fn info_counts_apart_and_an_older_ledger_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        // a ledger as the release before info columns wrote it
+        {
+            // SCHEMA is that release's; the columns since are in ADDED_COLUMNS
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let cols: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('usage_monthly') WHERE name LIKE '%info%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(cols, 0, "the old schema has no info columns");
+            conn.execute(
+                "INSERT INTO usage_monthly (month, tenant, requests, credits_milli, unique_transforms)
+                 VALUES ('2026-10', 't', 7, 7000, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = Spool::open(&path, true, 10).unwrap();
+        let old = &s.totals(Some("t"), Some("2026-10")).unwrap()[0];
+        assert_eq!((old.requests, old.credits_milli, old.unique_transforms), (7, 7000, 2));
+        assert_eq!((old.info_requests, old.unique_info, old.info_credits_milli), (0, 0, 0));
+        // keys 1 and 2 are transforms, 3 and 4 info; 2 and 4 arrive twice
+        let mut r = row("t", 5, &[1, 2, 3, 4]);
+        (r.info_requests, r.info_credits_milli) = (3, 750);
+        r.info_keys = [3u128, 4].iter().map(|k| BillingKey(*k).to_hex()).collect();
+        s.append(&batch(vec![r]), true).unwrap();
+        let mut r = row("t", 2, &[2, 4]);
+        (r.info_requests, r.info_credits_milli) = (1, 250);
+        r.info_keys = vec![BillingKey(4).to_hex()];
+        s.append(&batch(vec![r]), true).unwrap();
+        let t = &s.totals(Some("t"), Some("2026-11")).unwrap()[0];
+        assert_eq!((t.requests, t.unique_transforms, t.credits_milli), (7, 4, 7000));
+        assert_eq!((t.info_requests, t.unique_info, t.info_credits_milli), (4, 2, 1000));
+        // reopening (another process of an upgrade) adds nothing twice
+        drop(s);
+        let s = Spool::open_existing(&path).unwrap();
+        assert_eq!(s.totals(Some("t"), None).unwrap().len(), 2);
     }
 
     #[test]

@@ -127,6 +127,13 @@ impl Pg {
         client.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// Runs statements (a schema as an older release created it).
+    pub async fn execute(&self, sql: &str) {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
     }

@@ -33,18 +33,18 @@ fn tenants(root: &Path) -> String {
     origins:
       local: {{type: local, root: "{r}"}}
     billing:
-      credits: {{transform: 2, hit: 0.25, error: 0.5}}
+      credits: {{transform: 2, info: 0.5, hit: 0.25, error: 0.5}}
       per_tenant_metrics: true
 "#
     )
 }
 
-/// Credits in thousandths, as configured above: (success miss, hit, error).
-fn prices(host: &str) -> (u64, u64, u64) {
+/// Credits in thousandths, as configured above: (transform miss, info miss, hit, error).
+fn prices(host: &str) -> (u64, u64, u64, u64) {
     if host == "two.test" {
-        (2000, 250, 500)
+        (2000, 500, 250, 500)
     } else {
-        (1000, 0, 0)
+        (1000, 1000, 0, 0)
     }
 }
 
@@ -82,6 +82,9 @@ struct Tally {
     renders: u64,
     errors: u64,
     credits_milli: u64,
+    /// Of the above: `/info` requests and their credits.
+    info_requests: u64,
+    info_credits_milli: u64,
 }
 
 impl Tally {
@@ -94,6 +97,8 @@ impl Tally {
             renders: t.renders,
             errors: t.errors,
             credits_milli: t.credits_milli,
+            info_requests: t.info_requests,
+            info_credits_milli: t.info_credits_milli,
         }
     }
 }
@@ -166,12 +171,18 @@ impl Seen {
             Some(other) => panic!("x-cache {other}"),
         };
         let class = format!("{}xx", status / 100);
-        let op = if admitted { "transform" } else { "none" };
+        let info = path.starts_with("/info/");
+        let op = match (admitted, info) {
+            (false, _) => "none",
+            (true, true) => "info",
+            (true, false) => "transform",
+        };
         *self.series.entry((op.to_owned(), class, cache.to_owned())).or_default() += 1;
         self.bytes += body.len() as u64;
         // an unknown host or a bad signature is nobody's: never charged to a tenant
-        if host != "nobody.test" && !path.starts_with(BAD_SIG) {
-            let (miss_price, hit_price, error_price) = prices(host);
+        if host != "nobody.test" && !path.strip_prefix("/info").unwrap_or(path).starts_with(BAD_SIG) {
+            let (transform_price, info_price, hit_price, error_price) = prices(host);
+            let miss_price = if info { info_price } else { transform_price };
             *self.sites.entry(host.to_owned()).or_default().entry(site_of(headers)).or_default() += 1;
             let ct = CONTENT_TYPES[content_type_index(content_type.as_deref())].to_owned();
             let typ = self.types.entry(host.to_owned()).or_default().entry(ct).or_default();
@@ -183,15 +194,21 @@ impl Seen {
             t.bytes_out += body.len() as u64;
             t.hits += u64::from(cache == "hit" || cache == "stale");
             t.misses += u64::from(cache == "miss");
-            t.renders += u64::from(cache == "miss" && status == 200);
+            // an info answer transforms nothing: not a render
+            t.renders += u64::from(cache == "miss" && status == 200 && !info);
             t.errors += u64::from(error);
-            t.credits_milli += if error {
+            let credits = if error {
                 error_price
             } else if cache == "hit" {
                 hit_price
             } else {
                 miss_price
             };
+            t.credits_milli += credits;
+            if info {
+                t.info_requests += 1;
+                t.info_credits_milli += credits;
+            }
         }
         status
     }
@@ -271,12 +288,41 @@ async fn until<T>(limit: Duration, mut read: impl FnMut() -> T, done: impl Fn(&T
     }
 }
 
-fn assert_ledger_matches(ledger: &BTreeMap<String, Totals>, seen: &Seen, uniques: &BTreeMap<&str, u64>) {
+/// `/info` + a signed info path.
+fn info_url(path: &str) -> String {
+    format!("/info{}", sign(path))
+}
+
+/// Info requests on top of [`drive_mix`]. t1: one info request three ways (a miss, a hit
+/// or miss, another spelling: one unique info request), a `chs:sha256` one (another), a
+/// missing source, a bad option, a bad signature. t2: one info request. Returns the unique
+/// info requests per tenant host.
+async fn drive_info(s: &Imgedge, seen: &mut Seen) -> BTreeMap<&'static str, u64> {
+    let a = info_url("/plain/coffee.jpg");
+    let t1 = [
+        (a.clone(), 200),
+        (a.clone(), 200),
+        (info_url("/size:1/format:true/plain/coffee.jpg"), 200),
+        (info_url("/chs:sha256/plain/coffee.jpg"), 200),
+        (info_url("/plain/missing.jpg"), 404),
+        (info_url("/w:100/plain/coffee.jpg"), 400),
+        (format!("/info{BAD_SIG}/plain/coffee.jpg"), 403),
+    ];
+    for (path, want) in &t1 {
+        assert_eq!(seen.get(s, "img.test", path).await, *want, "{path}\n{}", s.log());
+    }
+    assert_eq!(seen.get(s, "two.test", &a).await, 200);
+    BTreeMap::from([("img.test", 2), ("two.test", 1)])
+}
+
+/// `uniques`: unique transforms per tenant host (info requests included), and of them
+/// the unique info requests.
+fn assert_ledger_matches(ledger: &BTreeMap<String, Totals>, seen: &Seen, uniques: &BTreeMap<&str, (u64, u64)>) {
     assert_eq!(ledger.len(), 2, "one row per tenant (one month): {ledger:?}");
     for (host, tenant) in TENANT_OF {
         let row = &ledger[tenant];
         assert_eq!(Tally::of(row), seen.tally(host), "{tenant}");
-        assert_eq!(row.unique_transforms, uniques[host], "{tenant} unique transforms");
+        assert_eq!((row.unique_transforms, row.unique_info), uniques[host], "{tenant} unique transforms, info");
         assert_telemetry(row, seen, host);
     }
 }
@@ -286,17 +332,25 @@ async fn ledger_counts_a_known_mix_exactly() {
     let root = origin_root();
     let mut s = start(root.path(), "200ms", None).await;
     let mut seen = Seen::default();
-    let uniques = drive_mix(&s, &mut seen).await;
-    // the numbers this mix must give, whatever the cache did in between
+    let transforms = drive_mix(&s, &mut seen).await;
+    let infos = drive_info(&s, &mut seen).await;
+    let uniques: BTreeMap<&str, (u64, u64)> =
+        transforms.iter().map(|(host, n)| (*host, (n + infos[host], infos[host]))).collect();
+    // the numbers this mix must give, whatever the cache did in between; the first of
+    // each info request is a miss, at the info price
     let t1 = seen.tally("img.test");
-    assert_eq!((t1.requests, t1.renders, t1.errors, t1.credits_milli), (13, 4, 4, 4000), "{t1:?}");
+    assert_eq!((t1.requests, t1.renders, t1.errors), (19, 4, 6), "{t1:?}");
+    assert_eq!((t1.info_requests, t1.credits_milli - t1.info_credits_milli), (6, 4000), "{t1:?}");
+    assert!(t1.info_credits_milli >= 2000, "{t1:?}");
     let t2 = seen.tally("two.test");
-    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (4, 3, 1, 0, 2750), "{t2:?}");
+    assert_eq!((t2.requests, t2.hits, t2.renders, t2.errors, t2.credits_milli), (5, 3, 1, 0, 3250), "{t2:?}");
+    assert_eq!((t2.info_requests, t2.info_credits_milli), (1, 500), "{t2:?}");
     // the bad signature's sites are nobody's
     let sites = &seen.sites["two.test"];
     assert_eq!(
         sites.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
-        [("(none)", 1), ("blog.example", 2), ("shop.example", 1)]
+        // the info request sent no `Origin` or `Referer`
+        [("(none)", 2), ("blog.example", 2), ("shop.example", 1)]
     );
 
     // periodic flushes bring everything into the ledger
@@ -304,14 +358,14 @@ async fn ledger_counts_a_known_mix_exactly() {
     let ledger = until(
         Duration::from_secs(10),
         || sqlite_ledger(&path),
-        |l| l.get("t1").map(|t| t.requests) == Some(13) && l.get("t2").map(|t| t.requests) == Some(4),
+        |l| l.get("t1").map(|t| t.requests) == Some(19) && l.get("t2").map(|t| t.requests) == Some(5),
     )
     .await;
     assert_ledger_matches(&ledger, &seen, &uniques);
     let spool = Spool::open_existing(&path).unwrap();
     let month = ledger["t1"].month.clone();
-    assert_eq!(spool.unique_set_size("t1", &month).unwrap(), 4);
-    assert_eq!(spool.unique_set_size("t2", &month).unwrap(), 1);
+    assert_eq!(spool.unique_set_size("t1", &month).unwrap(), 6);
+    assert_eq!(spool.unique_set_size("t2", &month).unwrap(), 2);
 
     // a graceful stop adds nothing that was not there
     s.stop();
@@ -324,9 +378,11 @@ async fn ledger_counts_a_known_mix_exactly() {
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["tenant"], "t1");
-    assert_eq!(rows[0]["requests"], 13);
-    assert_eq!(rows[0]["unique_transforms"], 4);
-    assert_eq!(rows[1]["credits"], 2.75);
+    assert_eq!(rows[0]["requests"], 19);
+    assert_eq!(rows[0]["unique_transforms"], 6);
+    assert_eq!((rows[0]["info_requests"].as_u64(), rows[0]["unique_info"].as_u64()), (Some(6), Some(2)));
+    assert_eq!(rows[1]["credits"], 3.25);
+    assert_eq!(rows[1]["info_credits"], 0.5);
     assert_eq!(rows[1]["telemetry"]["sites"]["blog.example"], 2);
     assert!(rows[1]["telemetry"]["content_types"]["image/jpeg"]["bytes"].as_u64().unwrap() > 0);
     let out =
@@ -334,6 +390,10 @@ async fn ledger_counts_a_known_mix_exactly() {
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("MONTH"), "{table}");
     assert!(table.lines().nth(1).unwrap().starts_with(&format!("{month}  t2")), "{table}");
+    // info requests, unique info requests and info credits, apart
+    assert!(table.lines().next().unwrap().ends_with("INFO_REQUESTS  UNIQUE_INFO  INFO_CREDITS"), "{table}");
+    let cells: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(cells[cells.len() - 3..], ["1", "1", "0.500"], "{table}");
     assert!(!table.contains("t1"), "{table}");
     let out = Command::new(bin()).args(["usage", "-c"]).arg(&s.config).output().unwrap();
     eprintln!("client saw: {:?}\nimgedge usage:\n{}", seen.tenants, String::from_utf8_lossy(&out.stdout));
@@ -440,24 +500,26 @@ async fn two_processes_share_one_postgres_ledger() {
     let (mut p1, mut p2) =
         tokio::join!(start(root.path(), "200ms", Some(&url)), start(root.path(), "200ms", Some(&url)));
     // both serve A and B (each process renders them once: separate caches), then one
-    // transform each that the other never sees: four unique transforms, not six
+    // transform each that the other never sees: four unique transforms, not six; and
+    // both answer info request E: one unique info request, not two
     let (a, b) = (sign("/w:90/plain/coffee.jpg"), sign("/w:90/plain/coffee.jpg@webp"));
     let (c, d) = (sign("/w:91/plain/coffee.jpg"), sign("/w:92/plain/coffee.jpg"));
+    let e = info_url("/chs:sha256/plain/coffee.jpg");
     let mut s1 = Seen::default();
     let mut s2 = Seen::default();
     let run1 = async {
-        for path in [&a, &b, &a, &c, &b, &a] {
+        for path in [&a, &b, &e, &a, &c, &b, &a] {
             assert_eq!(s1.get(&p1, "img.test", path).await, 200);
         }
     };
     let run2 = async {
-        for path in [&b, &a, &d, &a, &b, &d] {
+        for path in [&b, &a, &d, &a, &e, &b, &d] {
             assert_eq!(s2.get(&p2, "img.test", path).await, 200);
         }
     };
     tokio::join!(run1, run2);
     let (t1, t2) = (s1.tally("img.test"), s2.tally("img.test"));
-    let row = pg_until(&pg, "t1", 12, Duration::from_secs(20)).await;
+    let row = pg_until(&pg, "t1", 14, Duration::from_secs(20)).await;
     let sum = Tally {
         requests: t1.requests + t2.requests,
         bytes_out: t1.bytes_out + t2.bytes_out,
@@ -466,19 +528,22 @@ async fn two_processes_share_one_postgres_ledger() {
         renders: t1.renders + t2.renders,
         errors: 0,
         credits_milli: t1.credits_milli + t2.credits_milli,
+        info_requests: 2,
+        info_credits_milli: 2000,
     };
     assert_eq!(Tally::of(&row), sum);
     assert_eq!(row.renders, 6, "each process renders its three transforms once");
-    assert_eq!(row.unique_transforms, 4, "A and B served by both processes count once");
+    assert_eq!(row.unique_transforms, 5, "A, B and E served by both processes count once");
+    assert_eq!(row.unique_info, 1, "E, answered by both processes");
     assert_telemetry_adds_up(&row);
-    assert_eq!(row.telemetry.sites["(none)"], 12);
-    assert_eq!(pg.count("SELECT count(*) FROM imgedge_unique_transforms WHERE tenant = 't1'").await, 4);
+    assert_eq!(row.telemetry.sites["(none)"], 14);
+    assert_eq!(pg.count("SELECT count(*) FROM imgedge_unique_transforms WHERE tenant = 't1'").await, 5);
 
     // stopping both adds nothing; every spooled batch is in the ledger exactly once
     let (d1, d2) = (spool_path(&p1), spool_path(&p2));
     p1.stop();
     p2.stop();
-    let after = pg_until(&pg, "t1", 12, Duration::from_secs(5)).await;
+    let after = pg_until(&pg, "t1", 14, Duration::from_secs(5)).await;
     assert_eq!(Tally::of(&after), sum);
     let ((shipped1, pending1), (shipped2, pending2)) = (spool_batches(&d1), spool_batches(&d2));
     assert_eq!((pending1, pending2), (0, 0));
@@ -504,8 +569,22 @@ fn row(tenant: &str, requests: u64, keys: &[u128]) -> Row {
 #[tokio::test]
 async fn postgres_applies_a_retried_batch_once() {
     let pg = Pg::start();
+    // the monthly table as the release before info requests created it, with a row
+    pg.execute(
+        "CREATE TABLE imgedge_usage_monthly (month date NOT NULL, tenant text NOT NULL,
+            requests bigint NOT NULL DEFAULT 0, bytes_out bigint NOT NULL DEFAULT 0,
+            cache_hits bigint NOT NULL DEFAULT 0, cache_misses bigint NOT NULL DEFAULT 0,
+            renders bigint NOT NULL DEFAULT 0, errors bigint NOT NULL DEFAULT 0,
+            credits_milli bigint NOT NULL DEFAULT 0, unique_transforms bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (month, tenant));
+         INSERT INTO imgedge_usage_monthly (month, tenant, requests) VALUES ('2026-10-01', 'x', 9);",
+    )
+    .await;
     let mut sink = PgSink::new(&pg.url()).unwrap();
-    let b1 = Batch { v: 1, created_at: 1, rows: vec![row("x", 3, &[1, 2]), row("y", 1, &[1])] };
+    // key 2 of x is an info request
+    let mut x = row("x", 3, &[1, 2]);
+    (x.info_requests, x.info_credits_milli, x.info_keys) = (1, 500, vec![BillingKey(2).to_hex()]);
+    let b1 = Batch { v: 1, created_at: 1, rows: vec![x, row("y", 1, &[1])] };
     let j1 = b1.to_json();
     assert_eq!(sink.apply("install-a:1", &Batch::digest(&j1), &b1).await, Ok(Applied::Applied));
     // the acknowledgement was lost and the batch comes again
@@ -514,14 +593,21 @@ async fn postgres_applies_a_retried_batch_once() {
     let b2 = Batch { v: 1, created_at: 2, rows: vec![row("x", 5, &[3])] };
     let j2 = b2.to_json();
     assert_eq!(sink.apply("install-a:1", &Batch::digest(&j2), &b2).await, Err(SinkError::Collision));
-    // the next batch repeats key 2 and adds key 3
-    let b3 = Batch { v: 1, created_at: 3, rows: vec![row("x", 2, &[2, 3])] };
+    // the next batch repeats key 2 and adds key 3, and info key 4
+    let mut x = row("x", 3, &[2, 3, 4]);
+    (x.info_requests, x.info_credits_milli) = (2, 1000);
+    x.info_keys = vec![BillingKey(2).to_hex(), BillingKey(4).to_hex()];
+    let b3 = Batch { v: 1, created_at: 3, rows: vec![x] };
     assert_eq!(sink.apply("install-b:1", &Batch::digest(&b3.to_json()), &b3).await, Ok(Applied::Applied));
-    let x = &sink.totals(Some("x"), None).await.unwrap()[0];
-    assert_eq!((x.month.as_str(), x.requests, x.unique_transforms, x.credits_milli), ("2026-11", 5, 3, 5000));
+    let x = &sink.totals(Some("x"), Some("2026-11")).await.unwrap()[0];
+    assert_eq!((x.month.as_str(), x.requests, x.unique_transforms, x.credits_milli), ("2026-11", 6, 4, 6000));
+    assert_eq!((x.info_requests, x.unique_info, x.info_credits_milli), (3, 2, 1500));
+    // the older row reads, with no info requests
+    let old = &sink.totals(Some("x"), Some("2026-10")).await.unwrap()[0];
+    assert_eq!((old.requests, old.info_requests, old.unique_info), (9, 0, 0));
     let y = &sink.totals(Some("y"), Some("2026-11")).await.unwrap()[0];
     assert_eq!((y.requests, y.unique_transforms), (1, 1));
-    assert!(sink.totals(None, Some("2026-10")).await.unwrap().is_empty());
+    assert!(sink.totals(None, Some("2026-09")).await.unwrap().is_empty());
     assert_eq!(pg.count("SELECT count(*) FROM imgedge_usage_batches").await, 2);
 }
 

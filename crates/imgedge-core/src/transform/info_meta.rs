@@ -63,10 +63,15 @@ fn clip(mut s: String) -> String {
 /// (`1/125 s`, `f/2.8`, `43 deg 28 min 2.81 sec`), and `GPSLatitudeDecimal` /
 /// `GPSLongitudeDecimal` as signed degrees when the position is complete.
 pub fn read_exif(input: &[u8], h: &Header) -> ExifMap {
+    match metadata::source_exif(input, h).filter(|b| b.len() <= MAX_EXIF_BLOCK) {
+        Some(block) => exif_fields(block),
+        None => ExifMap::new(),
+    }
+}
+
+/// The fields of a TIFF-structured EXIF block (see [`read_exif`]).
+fn exif_fields(block: &[u8]) -> ExifMap {
     let mut out = ExifMap::new();
-    let Some(block) = metadata::source_exif(input, h).filter(|b| b.len() <= MAX_EXIF_BLOCK) else {
-        return out;
-    };
     let parsed = exif::Reader::new()
         .continue_on_error(true)
         .read_raw(block.to_vec())
@@ -344,6 +349,31 @@ mod tests {
         // an extended-length dataset and a missing marker end the walk
         assert_eq!(iim_datasets(b"\x1c\x02\x05\x80\x04abcd").count(), 0);
         assert_eq!(iim_datasets(b"\x1c\x02\x05\x00\x01a\x00\x02").count(), 1);
+    }
+
+    #[test]
+    fn exif_entries_sharing_one_large_value_are_read_within_the_budget() {
+        // 5000 ASCII entries with distinct (unknown) tags, all pointing at one 50 000-byte
+        // string: reading every one would copy 250 MB
+        let (n, len) = (5000u16, 50_000u32);
+        let data_at = 8 + 2 + u32::from(n) * 12 + 4;
+        let mut t = b"II*\0\x08\0\0\0".to_vec();
+        t.extend_from_slice(&n.to_le_bytes());
+        for i in 0..n {
+            t.extend_from_slice(&(0xD000 + i).to_le_bytes());
+            t.extend_from_slice(&2u16.to_le_bytes());
+            t.extend_from_slice(&len.to_le_bytes());
+            t.extend_from_slice(&data_at.to_le_bytes());
+        }
+        t.extend_from_slice(&0u32.to_le_bytes());
+        t.resize(data_at as usize + len as usize, b'A');
+        let out = exif_fields(&t);
+        // the values read stop at the budget, far below MAX_FIELDS; each is clipped
+        assert!(!out.is_empty() && out.len() <= MAX_EXIF_VALUES / len as usize + 1, "{} fields", out.len());
+        assert_eq!(out.get("Tiff.53248"), Some(&ExifValue::Text("A".repeat(MAX_TEXT))));
+        // a block that is not TIFF, or is cut short, is no field and no error
+        assert!(exif_fields(b"not tiff").is_empty());
+        assert!(exif_fields(&t[..100]).is_empty());
     }
 
     #[test]

@@ -311,6 +311,19 @@ tenants:
     }
 
     #[test]
+    fn an_info_request_is_its_own_kind_of_unique_transform() {
+        // the kind is in the canonical form, so in the billing key
+        let source = Source { origin: "local".into(), key: "a.jpg".into() };
+        let transform = ImageRequest { options: Options::default(), source: source.clone() };
+        let info = crate::options::InfoRequest { options: Default::default(), source };
+        assert_eq!(
+            (transform.canonical().as_str(), info.canonical().as_str()),
+            ("/plain/local:a.jpg", "/info/plain/local:a.jpg")
+        );
+        assert_ne!(BillingKey::new("t", &info.canonical()), BillingKey::for_request("t", &transform, false));
+    }
+
+    #[test]
     fn only_a_negotiated_format_is_left_out() {
         let mut req = ImageRequest {
             options: Options { width: 100, ..Options::default() },

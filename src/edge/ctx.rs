@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::cache::Outcome;
 use crate::config::Tenant;
@@ -143,23 +143,20 @@ impl Ctx {
         if f.cache == Outcome::Hit && !reqlog::sampled(log.hit_sample_ppm) {
             return;
         }
-        let text = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned());
-        let host = |v: Option<&[u8]>| v.and_then(telemetry::host_of).map(str::to_owned);
-        reqlog::log(reqlog::Record {
-            time: SystemTime::now(),
-            tenant: self.tenant.clone(),
+        reqlog::log(&reqlog::Line {
+            tenant: self.tenant.as_deref().map(|t| t.id.as_str()),
             operation,
             status: f.code,
             cache: f.cache,
             bytes: f.bytes as u64,
-            content_type: text(f.content_type),
+            content_type: f.content_type,
             total_us: micros,
             render_us: self.render_us,
             origin_us: self.origin_us,
-            canonical: self.canonical.clone(),
+            canonical: &self.canonical,
             client: f.client.map(|ip| reqlog::truncate(ip, &log)),
-            origin: host(f.origin),
-            referer: host(f.referer),
+            origin: f.origin.and_then(telemetry::host_of),
+            referer: f.referer.and_then(telemetry::host_of),
         });
     }
 }

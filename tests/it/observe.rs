@@ -159,6 +159,42 @@ async fn request_log_has_one_line_per_request_on_both_paths() {
     assert_eq!(s.metric("imgedge_request_log_dropped_total").await, 0.0);
 }
 
+#[tokio::test]
+async fn request_log_drops_and_counts_lines_past_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    // one line may wait for the writer: two requests between its batches drop one
+    let extra = format!("log:\n  requests:\n    path: \"{}\"\n    queue: 1\n", log.display());
+    let s = Imgedge::start_with(&tenants(), DEFAULT_CACHE, &extra).await;
+    let mut sent = 0;
+    for _ in 0..20 {
+        // unknown hosts: answered at once, always logged
+        let burst = (0..32).map(|_| s.get("nobody.test", "/x"));
+        for r in futures::future::join_all(burst).await {
+            assert_eq!(r.status(), 404);
+            sent += 1;
+        }
+        if s.metric("imgedge_request_log_dropped_total").await > 0.0 {
+            break;
+        }
+    }
+    assert!(s.metric("imgedge_request_log_dropped_total").await > 0.0, "no line dropped in {sent} requests");
+    // every request is either a line or a drop, never both, never neither (a request is
+    // logged just after its answer: poll until all are)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dropped = s.metric("imgedge_request_log_dropped_total").await as usize;
+        let written = lines(&log, 0).await;
+        assert!(written.len() + dropped <= sent, "{} lines and {dropped} drops for {sent} requests", written.len());
+        if written.len() + dropped == sent {
+            assert!(written.iter().all(|l| l["status"] == 404 && l["tenant"].is_null()), "{written:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} lines and {dropped} drops for {sent} requests", written.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn usage_api(s: &Imgedge, query: &str, token: Option<&str>) -> (u16, String) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut req = client.get(format!("http://{}/usage?{query}", s.ops));

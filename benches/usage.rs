@@ -45,6 +45,7 @@ fn hit<'a>(tenant: &'a str, key: BillingKey) -> Request<'a> {
         tenant,
         operation: Operation::Transform,
         status: 200,
+        fallback: false,
         cache: CacheOutcome::Hit,
         bytes_out: 23_456,
         billing_key: Some(key),

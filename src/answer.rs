@@ -27,6 +27,11 @@ pub const REQUEST_HEADER: &str = "x-imgedge-request";
 /// the edge (a passthrough is not a transform) and never sent to a client.
 pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
 
+/// Set on the tenant's fallback image answered instead of an error: the one header of
+/// this prefix a client sees (stored with the answer, so hits carry it too); the edge
+/// bills such an answer as an error.
+pub const FALLBACK_HEADER: &str = "x-imgedge-fallback";
+
 /// Render's answer to the edge: `{origin fetch µs} {render µs}` (the fetch part `-` when
 /// nothing was fetched), read and removed by the edge before caching (request log).
 pub const TIMING_HEADER: &str = "x-imgedge-timing";
@@ -49,10 +54,14 @@ const NOT_STORED: [HeaderName; 7] = [
     http::header::ACCEPT_RANGES,
 ];
 
-/// Removes imgedge's internal headers ([`INTERNAL_PREFIX`]).
+/// Removes imgedge's internal headers ([`INTERNAL_PREFIX`]), all but [`FALLBACK_HEADER`].
 fn strip_internal(h: &mut ResponseHeader) {
-    let internal: Vec<HeaderName> =
-        h.headers.keys().filter(|n| n.as_str().starts_with(INTERNAL_PREFIX)).cloned().collect();
+    let internal: Vec<HeaderName> = h
+        .headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(INTERNAL_PREFIX) && n.as_str() != FALLBACK_HEADER)
+        .cloned()
+        .collect();
     for name in &internal {
         h.remove_header(name);
     }
@@ -309,6 +318,24 @@ mod tests {
             decorate(&mut h, outcome, false, None).unwrap();
             assert!(h.headers.keys().all(|n| !n.as_str().starts_with("x-imgedge")), "{outcome:?}: {h:?}");
         }
+    }
+
+    #[test]
+    fn the_fallback_header_is_the_one_that_reaches_clients() {
+        for outcome in [Outcome::Hit, Outcome::Miss] {
+            let mut h = stored_200();
+            h.insert_header(FALLBACK_HEADER, "1").unwrap();
+            h.insert_header(http::header::AGE, 3).unwrap();
+            decorate(&mut h, outcome, false, None).unwrap();
+            let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).filter(|n| n.starts_with("x-imgedge")).collect();
+            assert_eq!(names, [FALLBACK_HEADER], "{outcome:?}");
+        }
+        assert!(String::from_utf8_lossy(&stored_head(&{
+            let mut h = stored_200();
+            h.insert_header(FALLBACK_HEADER, "1").unwrap();
+            h
+        }))
+        .contains("x-imgedge-fallback: 1\r\n"));
     }
 
     #[test]

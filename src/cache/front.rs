@@ -36,6 +36,8 @@ pub struct FrontEntry {
     fresh_until: SystemTime,
     /// The source unchanged (`raw`, `skp`): billed as its miss was, not as a transform.
     passthrough: bool,
+    /// The tenant's fallback image: billed as the error it replaced.
+    fallback: bool,
 }
 
 impl FrontEntry {
@@ -61,6 +63,10 @@ impl FrontEntry {
 
     pub fn passthrough(&self) -> bool {
         self.passthrough
+    }
+
+    pub fn fallback(&self) -> bool {
+        self.fallback
     }
 
     pub fn status(&self) -> u16 {
@@ -139,6 +145,7 @@ impl Front {
             epoch: meta.epoch(),
             fresh_until: meta.fresh_until(),
             passthrough: header.headers.contains_key(answer::PASSTHROUGH_HEADER),
+            fallback: header.headers.contains_key(answer::FALLBACK_HEADER),
         };
         self.map.put(hash, Arc::new(entry), weight);
         if self.removals() != removals_before {

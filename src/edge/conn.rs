@@ -375,6 +375,7 @@ impl EdgeApp {
         }
         // billed as its miss was
         ctx.passthrough = entry.passthrough();
+        ctx.fallback = entry.fallback();
 
         let not_modified = entry.status() == 200
             && entry.etag().is_some_and(|etag| inm[..n_inm].iter().flatten().any(|v| weak_validate_etag(v, etag)));

@@ -46,6 +46,8 @@ pub struct Ctx {
     pub(super) billing_canonical: Option<String>,
     /// Render sent the source unchanged (`raw`, `skp`): not a transform.
     pub(super) passthrough: bool,
+    /// The answer is the tenant's fallback image: billed as an error, not a transform.
+    pub(super) fallback: bool,
     /// An `/info` request: JSON facts about the source, priced and cached as info.
     pub(crate) info: bool,
     /// The signed URL's expiry (`exp`), seconds since the epoch.
@@ -91,6 +93,7 @@ impl Ctx {
             vary_accept: false,
             billing_canonical: None,
             passthrough: false,
+            fallback: false,
             info: false,
             expires: None,
             watermark: None,
@@ -124,14 +127,15 @@ impl Ctx {
         } else if let Some(tenant) = &self.tenant {
             // the billing key leaves a negotiated format out (as usage::BillingKey::for_request
             // does); a passthrough is counted as a request, not as a unique transform
-            let billing = match (&self.billing_canonical, self.passthrough) {
+            let billing = match (&self.billing_canonical, self.passthrough || self.fallback) {
                 (_, true) => "",
                 (Some(c), false) => c.as_str(),
                 (None, false) => self.canonical.as_str(),
             };
             let site = telemetry::calling_site(f.origin, f.referer);
             let op = if self.info { usage::Operation::Info } else { usage::Operation::Transform };
-            usage::edge_request(tenant, op, f.code, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
+            let answered = usage::Answered { status: f.code, fallback: self.fallback };
+            usage::edge_request(tenant, op, answered, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
         }
         if reqlog::enabled() {
             self.log(f, operation, micros);

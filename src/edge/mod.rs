@@ -32,7 +32,7 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora_proxy::{ProxyHttp, RangeType, Session};
 
-use crate::answer::{self, Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
+use crate::answer::{self, Answer, FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
 use crate::cache::Outcome;
 use crate::error::Error;
 use crate::metrics;
@@ -245,6 +245,9 @@ impl ProxyHttp for Edge {
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if resp.headers.contains_key(PASSTHROUGH_HEADER) {
             ctx.passthrough = true;
+        }
+        if resp.headers.contains_key(FALLBACK_HEADER) {
+            ctx.fallback = true;
         }
         answer::decorate(resp, cache_outcome(session, ctx), ctx.vary_accept, ctx.expires)
     }

@@ -5,8 +5,10 @@
 //!
 //! The request line is `GET /render` with the tenant and the canonical request in
 //! internal headers; the socket is private to the process owner, and the edge sets those
-//! headers itself, so render trusts them. [`origins`] fetches originals.
+//! headers itself, so render trusts them. [`origins`] fetches originals; [`fallback`]
+//! answers a tenant's fallback image instead of some errors.
 
+mod fallback;
 pub mod origins;
 pub mod watermark;
 
@@ -21,11 +23,11 @@ use pingora::protocols::http::ServerSession;
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
-use crate::answer::{Answer, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
+use crate::answer::{Answer, FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
-use crate::options::{self, Format, ImageRequest, Options};
+use crate::options::{self, Format, Options};
 use crate::tenants::{TenantRuntime, Tenants};
 use crate::transform::{self, TransformError};
 use crate::usage;
@@ -38,6 +40,8 @@ struct Output {
     /// Unknown for a passthrough whose header cannot be read.
     dims: Option<(u32, u32)>,
     passthrough: bool,
+    /// Set when this is the tenant's fallback image answered instead of an error.
+    fallback: Option<fallback::Answered>,
 }
 
 /// `raw` passes any source it can name by magic bytes (never the origin's
@@ -178,21 +182,43 @@ impl Render {
         let rt = self.tenants.load().get(tenant_id).cloned().ok_or(Error::UnknownTenant)?;
         let admitted = self.admit(&rt)?;
         let req = options::parse_canonical(canonical)?;
+        match self.produce(&rt, &req.options, &req.source, canonical, admitted, origin_us).await {
+            Ok(out) => Ok((out.0, out.1, rt.tenant.clone())),
+            Err(e) => match self.fallback(&rt, &req, &e).await {
+                Some((out, etag)) => Ok((out, etag, rt.tenant.clone())),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Fetches `source` and answers it transformed by `opts` (or as it is, for `raw`/`skp`),
+    /// with its ETag: of `etag_key` (the canonical request, or what stands for it), the
+    /// origin's validator and the watermark drawn.
+    async fn produce(
+        &self,
+        rt: &TenantRuntime,
+        opts: &Options,
+        source: &options::Source,
+        etag_key: &str,
+        admitted: (Admitted, Option<pingora_limits::inflight::Guard>),
+        origin_us: &mut Option<u64>,
+    ) -> Result<(Output, String), Error> {
+        let tenant_id = rt.tenant.id.as_str();
         let fetch_timer = metrics::render_span("fetch").start_timer();
-        let Fetched { bytes, etag } = rt.origins.fetch(&req.source.origin, &req.source.key, &rt.tenant.limits).await?;
+        let Fetched { bytes, etag } = rt.origins.fetch(&source.origin, &source.key, &rt.tenant.limits).await?;
         *origin_us = Some((fetch_timer.stop_and_record() * 1e6) as u64);
-        let mut etag = etag_for(tenant_id, &req, etag.as_deref());
-        if let Some(format) = passthrough(&req.options, &bytes)? {
+        let mut etag = etag_of(tenant_id, etag_key, etag.as_deref());
+        if let Some(format) = passthrough(opts, &bytes)? {
             let dims = transform::probe(&bytes).ok().map(|p| (p.width, p.height));
-            let out = Output { bytes: bytes.to_vec(), format, dims, passthrough: true };
-            return Ok((out, etag, rt.tenant.clone()));
+            let out = Output { bytes: bytes.to_vec(), format, dims, passthrough: true, fallback: None };
+            return Ok((out, etag));
         }
 
         let timeout = rt.tenant.limits.render_timeout;
         // the transform stops at the stage after the client's answer has become a 504
         let mut settings =
             transform::Settings { deadline: Some(Instant::now() + timeout), ..rt.tenant.transform_settings() };
-        let wm = &req.options.watermark;
+        let wm = &opts.watermark;
         if wm.enabled() {
             let src = wm
                 .source
@@ -200,12 +226,12 @@ impl Render {
                 .or_else(|| rt.tenant.watermark.as_ref().map(|w| w.source.clone()))
                 .ok_or_else(|| Error::Internal("watermark without a source".into()))?;
             let revalidate = rt.tenant.watermark.as_ref().map_or(crate::config::DEFAULT_REVALIDATE, |w| w.revalidate);
-            let loaded = self.tenants.watermarks.get(&rt, &src, revalidate).await?;
+            let loaded = self.tenants.watermarks.get(rt, &src, revalidate).await?;
             // the image drawn is part of what the answer is made of
-            etag = etag_of(tenant_id, &format!("{canonical}\nwm={}", loaded.id), Some(&etag));
+            etag = etag_of(tenant_id, &format!("{etag_key}\nwm={}", loaded.id), Some(&etag));
             settings.watermark = Some(loaded.image);
         }
-        let opts = req.options.clone();
+        let opts = opts.clone();
         let encoded = self
             .on_worker("transform", admitted, timeout, move || {
                 transform::run(&bytes, &opts, &settings).map_err(|e| match e {
@@ -221,17 +247,14 @@ impl Render {
             bytes: encoded.bytes,
             format: encoded.format,
             passthrough: false,
+            fallback: None,
         };
-        Ok((out, etag, rt.tenant.clone()))
+        Ok((out, etag))
     }
 }
 
 /// Strong ETag: a hash of what was asked (tenant, canonical request) and of which
 /// original it was made from (the origin's validator).
-fn etag_for(tenant: &str, req: &ImageRequest, origin_etag: Option<&str>) -> String {
-    etag_of(tenant, &req.canonical(), origin_etag)
-}
-
 fn etag_of(tenant: &str, canonical: &str, origin_etag: Option<&str>) -> String {
     let mut h = blake3::Hasher::new();
     for part in [tenant, canonical, origin_etag.unwrap_or("")] {
@@ -321,12 +344,16 @@ impl Render {
     ) -> Response<Vec<u8>> {
         match rendered {
             Ok((out, etag, tenant)) => {
+                let (status, cc) = match &out.fallback {
+                    Some(f) => (f.status, f.cache_control()),
+                    None => (StatusCode::OK, cache_control(&tenant, tenant.cache_ttl, tenant.immutable)),
+                };
                 let mut builder = Response::builder()
-                    .status(StatusCode::OK)
+                    .status(status)
                     .header("content-type", out.format.mime())
                     .header("content-length", out.bytes.len())
                     .header("etag", etag)
-                    .header("cache-control", cache_control(&tenant, tenant.cache_ttl, tenant.immutable))
+                    .header("cache-control", cc)
                     .header("x-content-type-options", "nosniff");
                 if let Some((w, h)) = out.dims {
                     builder = builder.header("x-result-width", w).header("x-result-height", h);
@@ -338,7 +365,12 @@ impl Render {
                 {
                     builder = builder.header("content-disposition", cd);
                 }
-                if out.passthrough {
+                if let Some(f) = &out.fallback {
+                    // an error answered with an image: counted as the error, never as a
+                    // transform (the edge bills it as an error too)
+                    metrics::render(f.replaced);
+                    builder = builder.header(FALLBACK_HEADER, "1");
+                } else if out.passthrough {
                     metrics::render("passthrough");
                     builder = builder.header(PASSTHROUGH_HEADER, "1");
                 } else {

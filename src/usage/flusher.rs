@@ -377,6 +377,7 @@ mod tests {
             tenant: "t",
             operation: Operation::Transform,
             status: 200,
+            fallback: false,
             cache: CacheOutcome::Hit,
             bytes_out: 1,
             billing_key: Some(BillingKey(key)),

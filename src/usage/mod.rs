@@ -169,6 +169,15 @@ impl From<Outcome> for CacheOutcome {
     }
 }
 
+/// How a request was answered, as metering sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// HTTP status sent; 0 when no response was written.
+    pub status: u16,
+    /// The tenant's fallback image stood in for an error: counted as that error.
+    pub fallback: bool,
+}
+
 /// Counts one finished edge request of `tenant`. `canonical` is the billing input: the
 /// canonical request without a negotiated format; empty when the edge rejected the
 /// request before parsing it, or when nothing was transformed (a `raw`/`skp`
@@ -178,7 +187,7 @@ impl From<Outcome> for CacheOutcome {
 pub fn edge_request(
     tenant: &Tenant,
     operation: Operation,
-    status: u16,
+    answered: Answered,
     cache: Outcome,
     bytes_out: u64,
     canonical: &str,
@@ -186,6 +195,7 @@ pub fn edge_request(
     content_type: Option<&[u8]>,
     micros: u64,
 ) {
+    let status = answered.status;
     if tenant.billing.per_tenant_metrics {
         metrics::tenant_request(&tenant.id, status, cache, bytes_out);
     }
@@ -194,6 +204,7 @@ pub fn edge_request(
         tenant: &tenant.id,
         operation,
         status,
+        fallback: answered.fallback,
         cache: cache.into(),
         bytes_out,
         billing_key: None,

@@ -46,6 +46,8 @@ pub struct Request<'a> {
     pub operation: Operation,
     /// HTTP status sent; 0 when no response was written.
     pub status: u16,
+    /// The tenant's fallback image answered instead of an error (whatever `status` says).
+    pub fallback: bool,
     pub cache: CacheOutcome,
     pub bytes_out: u64,
     /// The billing key of a successfully served transform (`None` for errors and
@@ -59,9 +61,10 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// 1xx-3xx are successes; anything else (and no response at all) is an error.
+    /// 1xx-3xx are successes; anything else (and no response at all, and a fallback
+    /// image) is an error.
     pub fn is_error(&self) -> bool {
-        !(100..400).contains(&self.status)
+        self.fallback || !(100..400).contains(&self.status)
     }
 }
 
@@ -465,6 +468,7 @@ mod tests {
             tenant,
             operation: Operation::Transform,
             status,
+            fallback: false,
             cache,
             bytes_out: 10,
             billing_key: key.map(BillingKey),

@@ -10,6 +10,7 @@ mod cli;
 mod clients;
 mod deploy;
 mod edge;
+mod fallback;
 mod front;
 mod hostile;
 mod imgproxy;

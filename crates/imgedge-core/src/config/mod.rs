@@ -2,6 +2,7 @@
 //! below once, at start-up, reporting every problem with its file, YAML path and tenant.
 //! Nothing at request time looks at raw config. No pingora, no tokio here.
 
+mod fallback;
 mod raw;
 mod schema;
 mod units;
@@ -19,6 +20,7 @@ use crate::signature::KeyPair;
 use crate::transform;
 pub use watermark::{WatermarkConfig, DEFAULT_REVALIDATE};
 
+pub use fallback::{Fallback, FallbackOn, FallbackStatus, DEFAULT_FALLBACK_TTL, MAX_FALLBACK_TTL};
 pub use units::{parse_bytes, parse_duration};
 
 /// Validated configuration.
@@ -230,6 +232,8 @@ pub struct Tenant {
     pub usage_token_sha256: Option<[u8; 32]>,
     /// `watermark`: the tenant's watermark image and whether it is forced.
     pub watermark: Option<WatermarkConfig>,
+    /// The image answered instead of some errors (`fallback:`).
+    pub fallback: Option<Fallback>,
     origin_refs: Vec<OriginRef>,
 }
 

@@ -164,6 +164,8 @@ pub struct RawTenant {
     /// SHA-256 (hex) of the tenant's own token for `GET /usage` on the ops listener.
     pub usage_token_sha256: Option<String>,
     pub watermark: Option<super::watermark::RawWatermark>,
+    /// An image served instead of some errors (see `config::fallback`).
+    pub fallback: Option<RawFallback>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,4 +253,26 @@ pub enum RawOrigin {
         secret_access_key: Option<String>,
         session_token: Option<String>,
     },
+}
+
+/// `tenants[].fallback`: the image answered instead of a missing, failing or unreadable
+/// source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    /// A source on the tenant's own origins, written as after `plain/`.
+    pub source: String,
+    /// Which failures it replaces: `not_found`, `origin_error`, `bad_image` (default all).
+    pub on: Option<Vec<String>>,
+    /// Status of the answer: a number, or `original` (the error's); default 200.
+    pub status: Option<RawFallbackStatus>,
+    /// Freshness of the answer; default 60s.
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawFallbackStatus {
+    Code(u16),
+    Word(String),
 }

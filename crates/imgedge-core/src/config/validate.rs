@@ -376,6 +376,18 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         bytes
     });
 
+    let fallback = t.fallback.as_ref().and_then(|raw| {
+        let ctx = ParseContext {
+            presets: &presets,
+            origins: &origin_refs,
+            default_origin: default_origin.as_deref(),
+            watermark_force: None,
+        };
+        super::fallback::validate(&format!("{at}.fallback"), raw, &ctx)
+            .map_err(|problems| problems.into_iter().for_each(|(path, message)| c.push(path, message)))
+            .ok()
+    });
+
     if c.problems.len() > before {
         return None;
     }
@@ -403,6 +415,7 @@ fn tenant(c: &mut Collector, at: &str, t: &RawTenant, defaults: &Limits, base: &
         log,
         usage_token_sha256,
         watermark,
+        fallback,
         origin_refs,
     })
 }

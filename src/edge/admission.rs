@@ -97,9 +97,21 @@ impl EdgeCore {
         if count_rate && self.over_rate(&tenant) {
             return Err(Error::RateLimited);
         }
-        let (path, info) = signed_path(req.path);
+        let (path, kind) = signed_path(req.path);
         let rest = signature::split_signed_path(path).map_or("", |(_, rest)| rest);
-        if info {
+        if kind == Kind::Grid {
+            let parsed = options::parse_grid(rest, &tenant.parse_context())?;
+            ctx.expires = parsed.expires;
+            if expired(parsed.expires, SystemTime::now()) {
+                return Err(Error::Expired);
+            }
+            // at most MAX_GRID_SOURCES, checked by the parser
+            ctx.grid = Some(parsed.request.sources.len() as u8);
+            ctx.format = parsed.request.output_format().ext();
+            ctx.canonical = parsed.request.canonical();
+            return Ok(());
+        }
+        if kind == Kind::Info {
             // before parsing: a refused `/info` URL is still an info request in the usage
             ctx.info = true;
             let parsed = options::parse_info(rest, &tenant.parse_context())?;
@@ -187,12 +199,23 @@ pub(crate) fn watermark_revalidate(tenant: &Tenant) -> std::time::Duration {
     tenant.watermark.as_ref().map_or(crate::config::DEFAULT_REVALIDATE, |w| w.revalidate)
 }
 
-/// The signed part of a request path, and whether it is an `/info/{signature}/…` request:
-/// the signature covers what follows it there, as for a transform.
-fn signed_path(path: &str) -> (&str, bool) {
-    match path.strip_prefix(options::INFO_PREFIX).filter(|p| p.starts_with('/')) {
-        Some(p) => (p, true),
-        None => (path, false),
+/// What a request path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Transform,
+    Info,
+    Grid,
+}
+
+/// The signed part of a request path and its kind: for `/info/{signature}/…` and
+/// `/grid/{signature}/…` the signature covers what follows it, as for a transform.
+fn signed_path(path: &str) -> (&str, Kind) {
+    if let Some(p) = path.strip_prefix(options::INFO_PREFIX).filter(|p| p.starts_with('/')) {
+        return (p, Kind::Info);
+    }
+    match path.strip_prefix(options::GRID_PREFIX).filter(|p| p.starts_with('/')) {
+        Some(p) => (p, Kind::Grid),
+        None => (path, Kind::Transform),
     }
 }
 

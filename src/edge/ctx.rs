@@ -50,6 +50,8 @@ pub struct Ctx {
     pub(super) fallback: bool,
     /// An `/info` request: JSON facts about the source, priced and cached as info.
     pub(crate) info: bool,
+    /// A `/grid` request of this many sources, priced per source.
+    pub(crate) grid: Option<u8>,
     /// The signed URL's expiry (`exp`), seconds since the epoch.
     pub(crate) expires: Option<u64>,
     /// The watermark image the request draws (`wmu`, else the tenant's), if any.
@@ -95,6 +97,7 @@ impl Ctx {
             passthrough: false,
             fallback: false,
             info: false,
+            grid: None,
             expires: None,
             watermark: None,
             watermark_id: None,
@@ -115,10 +118,11 @@ impl Ctx {
         let elapsed = self.started.elapsed();
         let micros = elapsed.as_micros() as u64;
         // the canonical request is set once the request was admitted
-        let operation = match (self.canonical.is_empty(), self.info) {
-            (true, _) => "none",
-            (false, true) => "info",
-            (false, false) => "transform",
+        let operation = match (self.canonical.is_empty(), self.info, self.grid) {
+            (true, _, _) => "none",
+            (false, true, _) => "info",
+            (false, false, Some(_)) => "grid",
+            (false, false, None) => "transform",
         };
         metrics::request(operation, f.code, f.cache, elapsed.as_secs_f64(), f.bytes);
         if let Some(reason) = self.unverified {
@@ -133,7 +137,11 @@ impl Ctx {
                 (None, false) => self.canonical.as_str(),
             };
             let site = telemetry::calling_site(f.origin, f.referer);
-            let op = if self.info { usage::Operation::Info } else { usage::Operation::Transform };
+            let op = match (self.info, self.grid) {
+                (true, _) => usage::Operation::Info,
+                (false, Some(n)) => usage::Operation::Grid(n),
+                (false, None) => usage::Operation::Transform,
+            };
             let answered = usage::Answered { status: f.code, fallback: self.fallback };
             usage::edge_request(tenant, op, answered, f.cache, f.bytes as u64, billing, site, f.content_type, micros);
         }

@@ -6,9 +6,11 @@
 //! The request line is `GET /render` with the tenant and the canonical request in
 //! internal headers; the socket is private to the process owner, and the edge sets those
 //! headers itself, so render trusts them. [`origins`] fetches originals; [`fallback`]
-//! answers a tenant's fallback image instead of some errors.
+//! answers a tenant's fallback image instead of some errors; [`grid`] composes several
+//! sources into one image.
 
 mod fallback;
+mod grid;
 pub mod origins;
 pub mod watermark;
 
@@ -291,7 +293,10 @@ impl ServeHttp for Render {
         };
         let started = Instant::now();
         let mut origin_us = None;
-        let mut response = if canonical.starts_with(options::INFO_PREFIX) {
+        let mut response = if canonical.starts_with(options::GRID_PREFIX) {
+            let rendered = self.grid(&tenant_id, &canonical, &mut origin_us).await;
+            self.answer(rendered, &tenant_id, &canonical)
+        } else if canonical.starts_with(options::INFO_PREFIX) {
             let info = self.info(&tenant_id, &canonical, &mut origin_us).await;
             self.answer_info(info, &tenant_id, &canonical)
         } else {

@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn snapshot_to_batch_and_back() {
-        let credits = Credits { transform: 1000, info: 500, hit: 0, error: 0 };
+        let credits = Credits { transform: 1000, info: 500, hit: 0, error: 0, grid_source: 1000 };
         let r = Recorder::new(
             vec![TenantBilling { id: "b".into(), credits }, TenantBilling { id: "a".into(), credits }],
             2,

@@ -292,7 +292,7 @@ tenants:
         let b = &c.tenants[0].billing;
         assert_eq!(
             b.credits,
-            crate::config::Credits { transform: 1500, info: 500, hit: 1, error: 0 },
+            crate::config::Credits { transform: 1500, info: 500, hit: 1, error: 0, grid_source: 1000 },
             "unset prices keep their defaults"
         );
         assert!(b.per_tenant_metrics);

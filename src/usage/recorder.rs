@@ -26,6 +26,8 @@ pub enum Operation {
     Transform,
     /// Facts about a source: `/info/{signature}/…`.
     Info,
+    /// A `/grid` of this many sources: priced per source.
+    Grid(u8),
 }
 
 /// How the cache took part in a request.
@@ -379,6 +381,7 @@ impl Recorder {
             match r.operation {
                 Operation::Transform => c.transform,
                 Operation::Info => c.info,
+                Operation::Grid(n) => c.grid_source * u64::from(n),
             }
         };
         let s = slot(idx, month);
@@ -450,14 +453,17 @@ mod tests {
     use super::*;
 
     fn credits() -> Credits {
-        Credits { transform: 1000, info: 500, hit: 0, error: 0 }
+        Credits { transform: 1000, info: 500, hit: 0, error: 0, grid_source: 1000 }
     }
 
     fn recorder() -> Recorder {
         Recorder::new(
             vec![
                 TenantBilling { id: "a".into(), credits: credits() },
-                TenantBilling { id: "b".into(), credits: Credits { transform: 2000, info: 500, hit: 250, error: 100 } },
+                TenantBilling {
+                    id: "b".into(),
+                    credits: Credits { transform: 2000, info: 500, hit: 250, error: 100, grid_source: 1000 },
+                },
             ],
             4,
         )

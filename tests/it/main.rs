@@ -12,6 +12,7 @@ mod deploy;
 mod edge;
 mod fallback;
 mod front;
+mod grid;
 mod hostile;
 mod imgproxy;
 mod info;

@@ -143,11 +143,13 @@ pub struct Credits {
     pub hit: u64,
     /// Any error answer (status 400 and above).
     pub error: u64,
+    /// A successful `/grid` miss, per source composed.
+    pub grid_source: u64,
 }
 
 impl Default for Credits {
     fn default() -> Self {
-        Credits { transform: 1000, info: 1000, hit: 0, error: 0 }
+        Credits { transform: 1000, info: 1000, hit: 0, error: 0, grid_source: 1000 }
     }
 }
 
@@ -164,6 +166,8 @@ pub struct Billing {
 pub struct Limits {
     pub max_src_bytes: u64,
     pub max_src_pixels: u64,
+    /// The sum of a `/grid` request's source pixels.
+    pub max_grid_pixels: u64,
     pub max_result_dimension: u32,
     pub origin_connect_timeout: Duration,
     pub origin_timeout: Duration,

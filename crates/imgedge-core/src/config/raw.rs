@@ -121,6 +121,8 @@ pub struct RawTenantLog {
 pub struct RawLimits {
     pub max_src_bytes: Option<ByteSize>,
     pub max_src_megapixels: Option<f64>,
+    /// The sum over a `/grid` request's sources, in megapixels.
+    pub max_grid_megapixels: Option<f64>,
     pub max_result_dimension: Option<u32>,
     pub origin_connect_timeout: Option<Duration>,
     pub origin_timeout: Option<Duration>,
@@ -185,6 +187,8 @@ pub struct RawCredits {
     pub info: Option<f64>,
     pub hit: Option<f64>,
     pub error: Option<f64>,
+    /// A `/grid` request, per source.
+    pub grid_source: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

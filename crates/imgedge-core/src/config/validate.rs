@@ -17,6 +17,7 @@ use crate::signature::KeyPair;
 
 const DEFAULT_MAX_SRC_BYTES: u64 = 50 << 20;
 const DEFAULT_MAX_SRC_MEGAPIXELS: f64 = 50.0;
+const DEFAULT_MAX_GRID_MEGAPIXELS: f64 = 100.0;
 const DEFAULT_MAX_RESULT_DIMENSION: u32 = 8192;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,7 +200,14 @@ fn limits(c: &mut Collector, at: &str, raw: &RawLimits, base: Option<&Limits>) -
     if !(mp > 0.0 && mp <= 1000.0) {
         c.push(format!("{at}.max_src_megapixels"), "must be in (0, 1000]");
     }
+    let grid_mp = raw
+        .max_grid_megapixels
+        .unwrap_or_else(|| base.map_or(DEFAULT_MAX_GRID_MEGAPIXELS, |b| b.max_grid_pixels as f64 / 1e6));
+    if !(grid_mp > 0.0 && grid_mp <= 1000.0) {
+        c.push(format!("{at}.max_grid_megapixels"), "must be in (0, 1000]");
+    }
     let l = Limits {
+        max_grid_pixels: (grid_mp * 1e6) as u64,
         max_src_bytes: raw
             .max_src_bytes
             .map_or_else(|| base.map_or(DEFAULT_MAX_SRC_BYTES, |b| b.max_src_bytes), |b| b.0),
@@ -522,6 +530,7 @@ fn billing(c: &mut Collector, at: &str, raw: &RawBilling) -> Billing {
             info: milli("info", r.info, d.info),
             hit: milli("hit", r.hit, d.hit),
             error: milli("error", r.error, d.error),
+            grid_source: milli("grid_source", r.grid_source, d.grid_source),
         },
         per_tenant_metrics: raw.per_tenant_metrics,
     }

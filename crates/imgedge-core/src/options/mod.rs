@@ -7,12 +7,14 @@
 //! the edge sends to the render service. No pingora, no tokio here.
 
 mod canonical;
+pub mod grid;
 pub mod info;
 mod parse;
 #[cfg(test)]
 mod tests;
 mod watermark;
 
+pub use grid::{parse_grid, parse_grid_canonical, GridOptions, GridRequest, ParsedGrid, GRID_PREFIX};
 pub use info::{InfoOptions, InfoRequest, MetadataOptions, INFO_PREFIX};
 pub use parse::{
     parse, parse_canonical, parse_info, parse_info_canonical, parse_source, round_float, OriginRef, ParseContext,

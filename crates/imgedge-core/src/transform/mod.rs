@@ -48,6 +48,7 @@ mod encode;
 mod geometry;
 #[cfg(test)]
 mod golden_tests;
+mod grid;
 pub mod hashes;
 mod info;
 mod info_meta;
@@ -168,6 +169,7 @@ pub fn sniff(input: &[u8]) -> Option<Format> {
     decode::sniff(input)
 }
 
+pub use grid::grid;
 pub use info::{info, Hashsums, Info};
 pub use info_meta::{Degrees, ExifMap, ExifValue, IptcMap};
 pub use steps::watermark::WatermarkImage;

@@ -485,6 +485,24 @@ mod tests {
     }
 
     #[test]
+    fn grids_cost_per_source_and_fallbacks_are_errors() {
+        let r = recorder();
+        let m = Month::parse("2026-11").unwrap();
+        let grid = Request { operation: Operation::Grid(4), ..req("b", 200, CacheOutcome::Miss, Some(1)) };
+        r.record_in(&grid, m);
+        // a grid hit costs a hit, a failed grid an error, whatever its sources
+        r.record_in(&Request { cache: CacheOutcome::Hit, ..grid }, m);
+        r.record_in(&Request { status: 404, ..grid }, m);
+        // a fallback image: an error (its price, no unique transform) despite its 200
+        r.record_in(&Request { fallback: true, ..req("b", 200, CacheOutcome::Miss, Some(2)) }, m);
+        let s = r.drain();
+        let b = s.counters[&slot(1, m)];
+        assert_eq!((b.requests, b.errors), (4, 2));
+        assert_eq!(b.credits_milli, 4 * 1000 + 250 + 100 + 100);
+        assert_eq!(s.keys.iter().filter(|(slot_, _)| *slot_ == slot(1, m)).count(), 1, "only the grid is unique");
+    }
+
+    #[test]
     fn counts_and_credits_per_tenant_and_month() {
         let r = recorder();
         let m = Month::parse("2026-11").unwrap();

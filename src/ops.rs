@@ -134,6 +134,9 @@ impl Ops {
         // does not need to check (the caller is authenticated)
         let path = url.find("://").map_or(url.as_str(), |i| url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]));
         let path = path.split_once('?').map_or(path, |(p, _)| p);
+        if let Some(grid) = path.strip_prefix(options::GRID_PREFIX).filter(|p| p.starts_with('/')) {
+            return self.purge_grid(&tenant.id, &tenant.parse_context(), grid).await;
+        }
         // an `/info/{signature}/…` URL names one JSON answer, cached under the `json` format
         let info_path = path.strip_prefix(options::INFO_PREFIX).filter(|p| p.starts_with('/'));
         let Some((_sig, rest)) = signature::split_signed_path(info_path.unwrap_or(path)) else {
@@ -180,6 +183,25 @@ impl Ops {
 }
 
 impl Ops {
+    /// Purges one `/grid` URL (`path` after `/grid`). A grid is cached under no single
+    /// source (see the edge's admission), in its one output format.
+    async fn purge_grid(&self, tenant: &str, ctx: &options::ParseContext<'_>, path: &str) -> Answer {
+        let Some((_sig, rest)) = signature::split_signed_path(path) else {
+            return Answer::plain(StatusCode::BAD_REQUEST, "url must be /grid/{signature}/{options}/{sources}");
+        };
+        match options::parse_grid(rest, ctx) {
+            Ok(parsed) => {
+                let canonical = parsed.request.canonical();
+                let purged = self.cache.purge_request(tenant, "", &canonical).await;
+                Answer::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"tenant": tenant, "canonical": canonical, "purged": purged}),
+                )
+            }
+            Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
+        }
+    }
+
     /// `GET /usage?tenant=ID&month=YYYY-MM`: what `imgedge usage --json` prints for that
     /// tenant (and month, if given). The admin token reads any tenant (or all, without
     /// `tenant`); a tenant's read token (`usage_token_sha256`) reads that tenant only. Any

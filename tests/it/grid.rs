@@ -110,6 +110,25 @@ async fn a_grid_of_four_photos_matches_the_reference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_url_is_purged() {
+    let root = root();
+    let token = "grid-admin-token-0123456789";
+    let s = Imgedge::start_with(&tenant(root.path()), DEFAULT_CACHE, &format!("admin:\n  token: \"{token}\"\n")).await;
+    let url = grid_url("grid:2:60:60/f:webp", &["tiny.png", "smart.jpg"]);
+    s.fill(HOST, &url).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/purge?tenant=g&url={url}", s.ops))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["purged"], 1, "{body}");
+    assert_eq!(s.get(HOST, &url).await.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grid_source_limits_hold() {
     let root = root();
     let mut s = Imgedge::start_with(&tenant(root.path()), DEFAULT_CACHE, "usage:\n  flush_interval: 200ms\n").await;

@@ -32,6 +32,11 @@ pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";
 /// bills such an answer as an error.
 pub const FALLBACK_HEADER: &str = "x-imgedge-fallback";
 
+/// Set by the edge on a render request when an expired copy may still be served on an
+/// error (`stale-if-error`): render then answers the error rather than the fallback image,
+/// so the stale real image wins over a fallback.
+pub const NO_FALLBACK_HEADER: &str = "x-imgedge-no-fallback";
+
 /// Render's answer to the edge: `{origin fetch µs} {render µs}` (the fetch part `-` when
 /// nothing was fetched), read and removed by the edge before caching (request log).
 pub const TIMING_HEADER: &str = "x-imgedge-timing";

@@ -32,7 +32,9 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora_proxy::{ProxyHttp, RangeType, Session};
 
-use crate::answer::{self, Answer, FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
+use crate::answer::{
+    self, Answer, FALLBACK_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER,
+};
 use crate::cache::Outcome;
 use crate::error::Error;
 use crate::metrics;
@@ -211,7 +213,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -226,6 +228,9 @@ impl ProxyHttp for Edge {
         up.insert_header("host", "render")?;
         up.insert_header(TENANT_HEADER, tenant.id.as_str())?;
         up.insert_header(REQUEST_HEADER, ctx.canonical.as_str())?;
+        if session.cache.enabled() && session.cache.can_serve_stale_error() {
+            up.insert_header(NO_FALLBACK_HEADER, "1")?;
+        }
         Ok(())
     }
 

@@ -25,7 +25,9 @@ use pingora::protocols::http::ServerSession;
 use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
-use crate::answer::{Answer, FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER};
+use crate::answer::{
+    Answer, FALLBACK_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER,
+};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
@@ -172,11 +174,13 @@ impl Render {
         Ok((body, etag, rt.tenant.clone()))
     }
 
-    /// `origin_us` gets the origin fetch's duration once it has finished.
+    /// `origin_us` gets the origin fetch's duration once it has finished. Without
+    /// `fallback_allowed` an error is answered as it is (the edge holds a stale copy).
     async fn render(
         &self,
         tenant_id: &str,
         canonical: &str,
+        fallback_allowed: bool,
         origin_us: &mut Option<u64>,
     ) -> Result<(Output, String, Arc<Tenant>), Error> {
         // the edge admitted this tenant; a reload may have removed it since: gone, as for
@@ -186,6 +190,7 @@ impl Render {
         let req = options::parse_canonical(canonical)?;
         match self.produce(&rt, &req.options, &req.source, canonical, admitted, origin_us).await {
             Ok(out) => Ok((out.0, out.1, rt.tenant.clone())),
+            Err(e) if !fallback_allowed => Err(e),
             Err(e) => match self.fallback(&rt, &req, &e).await {
                 Some((out, etag)) => Ok((out, etag, rt.tenant.clone())),
                 None => Err(e),
@@ -293,6 +298,7 @@ impl ServeHttp for Render {
         };
         let started = Instant::now();
         let mut origin_us = None;
+        let fallback_allowed = header(NO_FALLBACK_HEADER).is_none();
         let mut response = if canonical.starts_with(options::GRID_PREFIX) {
             let rendered = self.grid(&tenant_id, &canonical, &mut origin_us).await;
             self.answer(rendered, &tenant_id, &canonical)
@@ -300,7 +306,7 @@ impl ServeHttp for Render {
             let info = self.info(&tenant_id, &canonical, &mut origin_us).await;
             self.answer_info(info, &tenant_id, &canonical)
         } else {
-            let rendered = self.render(&tenant_id, &canonical, &mut origin_us).await;
+            let rendered = self.render(&tenant_id, &canonical, fallback_allowed, &mut origin_us).await;
             self.answer(rendered, &tenant_id, &canonical)
         };
         let timing = format!(

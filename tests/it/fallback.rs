@@ -184,3 +184,37 @@ fn fallback_config_is_checked() {
         assert!(text.contains(&format!("tenants[0].{path}")), "{path} missing in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_wins_over_the_fallback() {
+    // the fallback on another origin that keeps working while the image's origin is down
+    let root = origin_root();
+    let origin = HttpOrigin::start(root.path().to_owned()).await;
+    let base = format!("http://{}/", origin.addr);
+    let t = format!(
+        r#"  - id: fb
+    hosts: [fb.test]
+    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
+    origins:
+      site: {{type: http, base_url: "{base}", allow_private: true}}
+      local: {{type: local, root: "{}"}}
+    default_origin: site
+    cache: {{ttl: 1s, stale_if_error: 1h}}
+    fallback: {{source: "local:chelsea_451x300.png"}}
+"#,
+        images_dir().display()
+    );
+    let s = Imgedge::start(&t).await;
+    let path = "/w:100/plain/coffee.jpg";
+    let (status, fb, _, real) = get(&s, "fb.test", path).await;
+    assert_eq!((status, fb), (200, false));
+    drop(origin);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // expired, within stale-if-error: the real image, not the fallback
+    let r = s.get("fb.test", &sign(path)).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-cache"), header(&r, "x-imgedge-fallback")), (200, "STALE", ""));
+    assert_eq!(r.bytes().await.unwrap(), real);
+    // a URL never cached gets the fallback
+    let (status, fb, _, _) = get(&s, "fb.test", "/w:101/plain/coffee.jpg").await;
+    assert_eq!((status, fb), (200, true));
+}

@@ -166,6 +166,16 @@ async fn hostile_files_get_the_same_status_through_info_as_through_a_transform()
         let (status, _, body) =
             info(&s, "h.test", &format!("/a:1/pn:1/chs:sha256/exif:1/iptc:1/xmp:1/plain/{f}")).await;
         let (status2, _, _) = info(&s, "h.test", &format!("/plain/{f}")).await;
+        // the colour facts and the placeholder image decode pixels, as a transform does:
+        // exactly its status, corrupt compressed data included
+        let (colors, _, colors_body) = info(&s, "h.test", &format!("/avg:1/dc:1/p:4/bh:4:3/th:1/plain/{f}")).await;
+        let plh = s.get("h.test", &sign(&format!("/w:100/plh:bh:4:3/plain/{f}"))).await.status().as_u16();
+        if colors != transform || plh != transform {
+            mismatches.push(format!(
+                "{f}: transform {transform}, info colours {colors}, placeholder {plh}: {}",
+                String::from_utf8_lossy(&colors_body)
+            ));
+        }
         // the bench corpus (../shared/bench/hostile/) answers exactly as a transform does;
         // the generated `gen_*` files may be corrupt only in their compressed data, which
         // an info request never decodes: there a transform's 422 may be an info 200

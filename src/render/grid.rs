@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::origins::Fetched;
-use super::{etag_of, Output, Render};
+use super::{encoded_output, etag_of, transform_error, Output, Render};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
 use crate::options;
-use crate::transform::{self, TransformError};
+use crate::transform;
 
 impl Render {
     pub(super) async fn grid(
@@ -43,21 +43,9 @@ impl Render {
         let encoded = self
             .on_worker("grid", admitted, timeout, move || {
                 let inputs: Vec<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
-                transform::grid(&inputs, &req, &settings, max_total).map_err(|e| match e {
-                    TransformError::TimedOut => Error::RenderTimeout,
-                    e => Error::Transform(e),
-                })
+                transform::grid(&inputs, &req, &settings, max_total).map_err(transform_error)
             })
             .await?;
-        let t = encoded.timings;
-        metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
-        let out = Output {
-            dims: Some((encoded.width, encoded.height)),
-            bytes: encoded.bytes,
-            format: encoded.format,
-            passthrough: false,
-            fallback: None,
-        };
-        Ok((out, etag, rt.tenant.clone()))
+        Ok((encoded_output(encoded), etag, rt.tenant.clone()))
     }
 }

@@ -241,22 +241,10 @@ impl Render {
         let opts = opts.clone();
         let encoded = self
             .on_worker("transform", admitted, timeout, move || {
-                transform::run(&bytes, &opts, &settings).map_err(|e| match e {
-                    TransformError::TimedOut => Error::RenderTimeout,
-                    e => Error::Transform(e),
-                })
+                transform::run(&bytes, &opts, &settings).map_err(transform_error)
             })
             .await?;
-        let t = encoded.timings;
-        metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
-        let out = Output {
-            dims: Some((encoded.width, encoded.height)),
-            bytes: encoded.bytes,
-            format: encoded.format,
-            passthrough: false,
-            fallback: None,
-        };
-        Ok((out, etag))
+        Ok((encoded_output(encoded), etag))
     }
 }
 
@@ -275,6 +263,27 @@ fn etag_of(tenant: &str, canonical: &str, origin_etag: Option<&str>) -> String {
 /// `Cache-Control` of an answer: its TTL, `immutable` when asked (images, unless the
 /// tenant says otherwise), and the stale-if-error window the edge honours when render or
 /// the origin fails later.
+/// A transform's error as the render service answers it: a passed deadline is a timeout.
+fn transform_error(e: TransformError) -> Error {
+    match e {
+        TransformError::TimedOut => Error::RenderTimeout,
+        e => Error::Transform(e),
+    }
+}
+
+/// The answer of an encoded image (transform or grid), its phases recorded.
+fn encoded_output(encoded: transform::Encoded) -> Output {
+    let t = encoded.timings;
+    metrics::render_phases(t.decode.as_secs_f64(), t.process.as_secs_f64(), t.encode.as_secs_f64());
+    Output {
+        dims: Some((encoded.width, encoded.height)),
+        bytes: encoded.bytes,
+        format: encoded.format,
+        passthrough: false,
+        fallback: None,
+    }
+}
+
 fn cache_control(t: &Tenant, ttl: std::time::Duration, immutable: bool) -> String {
     let mut cc = format!("public, max-age={}", ttl.as_secs());
     if immutable {

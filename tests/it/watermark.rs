@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::harness::{images_dir, sign, Imgedge, KEY, SALT};
+use crate::harness::{images_dir, local_tenant_at, sign, Imgedge};
 
 const MAGENTA: [u8; 3] = [255, 0, 255];
 const BLUE: [u8; 3] = [0, 0, 255];
@@ -33,15 +33,7 @@ fn origin_dir() -> tempfile::TempDir {
 }
 
 fn tenant(id: &str, host: &str, root: &Path, extra: &str) -> String {
-    format!(
-        r#"  - id: {id}
-    hosts: [{host}]
-    keys: [{{key: "{KEY}", salt: "{SALT}"}}]
-    origins:
-      local: {{type: local, root: "{}"}}
-{extra}"#,
-        root.display()
-    )
+    local_tenant_at(id, host, root) + extra
 }
 
 /// Share of pixels within 40 of `rgb` on every channel (alpha composited over black).

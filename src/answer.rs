@@ -23,6 +23,9 @@ const INTERNAL_PREFIX: &str = "x-imgedge-";
 /// Headers between render and the edge that never leave imgedge.
 pub const TENANT_HEADER: &str = "x-imgedge-tenant";
 pub const REQUEST_HEADER: &str = "x-imgedge-request";
+/// The request's cache key hash (32 hex digits): render names the shared store's object
+/// by it, so every node agrees on where a rendered answer lives.
+pub const KEY_HEADER: &str = "x-imgedge-key";
 /// Set on an answer that is the source unchanged (`raw`, `skp`); cached with it, read by
 /// the edge (a passthrough is not a transform) and never sent to a client.
 pub const PASSTHROUGH_HEADER: &str = "x-imgedge-passthrough";

@@ -505,6 +505,7 @@ mod tests {
             disk: None,
             max_object_bytes: 1 << 20,
             lock_timeout: std::time::Duration::from_secs(1),
+            shared: None,
         };
         let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
         let k = key("t", crate::cache::Generation::default(), "/plain/a.jpg", "webp");

@@ -33,7 +33,8 @@ use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable}
 use pingora_proxy::{ProxyHttp, RangeType, Session};
 
 use crate::answer::{
-    self, Answer, FALLBACK_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER,
+    self, Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER,
+    TIMING_HEADER,
 };
 use crate::cache::Outcome;
 use crate::error::Error;
@@ -120,6 +121,30 @@ impl Edge {
         }
         Ok(true)
     }
+}
+
+/// Turns the request to render into exactly what render trusts: the tenant, the canonical
+/// request and its cache key hash. Nothing of the client's request passes through.
+pub(crate) fn render_request(
+    up: &mut RequestHeader,
+    tenant: &str,
+    canonical: &str,
+    key_hash: u128,
+    no_fallback: bool,
+) -> Result<()> {
+    up.set_uri(http::Uri::from_static("/render"));
+    let names: Vec<_> = up.headers.keys().cloned().collect();
+    for name in names {
+        up.remove_header(&name);
+    }
+    up.insert_header("host", "render")?;
+    up.insert_header(TENANT_HEADER, tenant)?;
+    up.insert_header(REQUEST_HEADER, canonical)?;
+    up.insert_header(KEY_HEADER, format!("{key_hash:032x}"))?;
+    if no_fallback {
+        up.insert_header(NO_FALLBACK_HEADER, "1")?;
+    }
+    Ok(())
 }
 
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
@@ -217,21 +242,11 @@ impl ProxyHttp for Edge {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let key = self.cache_key_callback(session, ctx)?;
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
-        up.set_uri(http::Uri::from_static("/render"));
-        // render trusts only what the edge sets; nothing of the client's passes through
-        let names: Vec<_> = up.headers.keys().cloned().collect();
-        for name in names {
-            up.remove_header(&name);
-        }
-        up.insert_header("host", "render")?;
-        up.insert_header(TENANT_HEADER, tenant.id.as_str())?;
-        up.insert_header(REQUEST_HEADER, ctx.canonical.as_str())?;
-        if session.cache.enabled() && session.cache.can_serve_stale_error() {
-            up.insert_header(NO_FALLBACK_HEADER, "1")?;
-        }
-        Ok(())
+        let no_fallback = session.cache.enabled() && session.cache.can_serve_stale_error();
+        render_request(up, &tenant.id, &ctx.canonical, crate::cache::key_hash(&key), no_fallback)
     }
 
     async fn upstream_response_filter(

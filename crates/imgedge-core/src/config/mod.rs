@@ -40,6 +40,8 @@ pub struct Config {
     pub usage: Usage,
     /// The request log (`log.requests`); `None` = off.
     pub request_log: Option<RequestLog>,
+    /// Several nodes as one origin; `None` for a single node.
+    pub fleet: Option<Fleet>,
     pub tenants: Vec<Arc<Tenant>>,
 }
 
@@ -111,6 +113,39 @@ pub struct Cache {
     pub disk: Option<DiskCache>,
     pub max_object_bytes: usize,
     pub lock_timeout: Duration,
+    /// The fleet's shared derivative store (`cache.shared`), if any.
+    pub shared: Option<SharedStore>,
+}
+
+/// `cache.shared`: rendered answers in an S3-compatible bucket, read on a local miss
+/// before rendering and written after a render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedStore {
+    /// Always an [`Origin::S3`]: the same client code as the tenants' buckets.
+    pub store: Origin,
+    /// Key prefix without slashes at either end; may be empty.
+    pub prefix: String,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_writes: usize,
+}
+
+/// `fleet`: several nodes behaving as one origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// This node's name.
+    pub node: String,
+    /// Every node (this one included) and the address of its fleet listener.
+    pub peers: BTreeMap<String, std::net::SocketAddr>,
+    /// Where this node's fleet listener binds.
+    pub listen: std::net::SocketAddr,
+    /// Authenticates hops between nodes (resolved, at least 32 bytes).
+    pub secret: String,
+    /// PostgreSQL connection string for fleet-wide purges (resolved).
+    pub postgres: String,
+    pub connect_timeout: Duration,
+    pub peer_timeout: Duration,
+    pub health_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub usage: RawUsage,
     #[serde(default)]
     pub log: RawLog,
+    /// Several nodes acting as one origin: owner routing and fleet-wide purges.
+    pub fleet: Option<RawFleet>,
     /// Defaults for every tenant's limits.
     #[serde(default)]
     pub limits: RawLimits,
@@ -58,6 +60,56 @@ pub struct RawCache {
     pub disk: Option<RawDisk>,
     pub max_object: Option<ByteSize>,
     pub lock_timeout: Option<Duration>,
+    /// The fleet's shared derivative store: rendered answers every node reads.
+    pub shared: Option<RawShared>,
+}
+
+/// `cache.shared`: an S3-compatible bucket holding rendered answers for the whole fleet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    /// Only `s3` (S3, R2, MinIO, GCS's S3 interface...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub bucket: String,
+    /// Key prefix of every object (no leading or trailing slash needed).
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub virtual_hosted: bool,
+    /// Plain value or `env:NAME`.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// A read slower than this is a miss (render instead); default 300ms.
+    pub read_timeout: Option<Duration>,
+    /// A write slower than this is dropped; default 10s.
+    pub write_timeout: Option<Duration>,
+    /// Writes in flight at most; past it new writes are dropped (counted); default 64.
+    pub max_writes: Option<usize>,
+}
+
+/// `fleet`: this node's name and its peers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// This node's name: one of `peers`.
+    pub node: String,
+    /// Every node of the fleet, this one included: name → address of its fleet listener.
+    pub peers: BTreeMap<String, String>,
+    /// Shared by every node: authenticates the internal hop. Plain or `env:NAME`.
+    pub secret: String,
+    /// Address this node's fleet listener binds; default its own `peers` address.
+    pub listen: Option<String>,
+    /// PostgreSQL of the fleet's purges; default `usage.postgres`. Plain or `env:NAME`.
+    pub postgres: Option<String>,
+    /// Connecting to a peer slower than this skips it; default 250ms.
+    pub connect_timeout: Option<Duration>,
+    /// A peer's answer slower than this (beyond the render timeout) skips it; default 2s.
+    pub peer_timeout: Option<Duration>,
+    /// Health check period; default 1s.
+    pub health_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

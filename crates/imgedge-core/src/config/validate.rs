@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    RawBilling, RawConfig, RawLimits, RawLog, RawOrigin, RawTenant, RawTenantLog, RawTransform, RawUsage,
+    RawBilling, RawConfig, RawFleet, RawLimits, RawLog, RawOrigin, RawShared, RawTenant, RawTenantLog, RawTransform,
+    RawUsage,
 };
 use super::{
-    Billing, Cache, Config, Credits, Limits, Listen, Origin, Problem, Render, RequestLog, Tenant, TenantLog, Usage,
+    Billing, Cache, Config, Credits, Fleet, Limits, Listen, Origin, Problem, Render, RequestLog, SharedStore, Tenant,
+    TenantLog, Usage,
 };
 use crate::options::{self, Format, OriginRef, ParseContext};
 use crate::signature::KeyPair;
@@ -123,6 +125,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
         disk,
         max_object_bytes,
         lock_timeout: raw.cache.lock_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        shared: raw.cache.shared.as_ref().and_then(|s| shared(&mut c, s)),
     };
     if cache.memory_bytes == 0 {
         c.push("cache.memory", "must be greater than 0");
@@ -146,6 +149,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
 
     let usage = usage(&mut c, &raw.usage, base);
     let request_log = request_log(&mut c, &raw.log, base);
+    let fleet = raw.fleet.as_ref().and_then(|f| fleet(&mut c, f, &usage, &listen));
 
     let defaults = limits(&mut c, "limits", &raw.limits, None);
 
@@ -186,6 +190,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
                 .unwrap_or(super::DEFAULT_UNVERIFIED_RATE_PER_ADDRESS),
             usage,
             request_log,
+            fleet,
             tenants,
         })
     } else {
@@ -573,40 +578,161 @@ fn origin(c: &mut Collector, at: &str, o: &RawOrigin, base: &Path) -> Option<(Or
             Some((Origin::Http { base_url: url.clone(), allow_private: *allow_private }, Some(url)))
         }
         RawOrigin::S3 { bucket, region, endpoint, virtual_hosted, access_key_id, secret_access_key, session_token } => {
-            let before = c.problems.len();
-            if bucket.is_empty() {
-                c.push(format!("{at}.bucket"), "must not be empty");
-            }
-            if let Some(e) = endpoint {
-                if !is_http_url(e) {
-                    c.push(format!("{at}.endpoint"), "must be an http:// or https:// URL");
-                }
-            }
-            let mut get =
-                |name: &str, v: &Option<String>| v.as_deref().and_then(|v| secret(c, &format!("{at}.{name}"), v));
-            let access_key_id = get("access_key_id", access_key_id);
-            let secret_access_key = get("secret_access_key", secret_access_key);
-            let session_token = get("session_token", session_token);
-            if access_key_id.is_some() != secret_access_key.is_some() {
-                c.push(at, "access_key_id and secret_access_key go together");
-            }
-            if c.problems.len() > before {
-                return None;
-            }
-            Some((
-                Origin::S3 {
-                    bucket: bucket.clone(),
-                    region: region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
-                    endpoint: endpoint.clone(),
-                    virtual_hosted: *virtual_hosted,
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                },
-                Some(format!("s3://{bucket}/")),
-            ))
+            let s3 = S3Fields {
+                bucket,
+                region,
+                endpoint,
+                virtual_hosted: *virtual_hosted,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            };
+            Some((s3_origin(c, at, &s3)?, Some(format!("s3://{bucket}/"))))
         }
     }
+}
+
+/// The fields an S3 bucket is described by, in an origin and in `cache.shared`.
+struct S3Fields<'a> {
+    bucket: &'a str,
+    region: &'a Option<String>,
+    endpoint: &'a Option<String>,
+    virtual_hosted: bool,
+    access_key_id: &'a Option<String>,
+    secret_access_key: &'a Option<String>,
+    session_token: &'a Option<String>,
+}
+
+fn s3_origin(c: &mut Collector, at: &str, s: &S3Fields<'_>) -> Option<Origin> {
+    let before = c.problems.len();
+    if s.bucket.is_empty() {
+        c.push(format!("{at}.bucket"), "must not be empty");
+    }
+    if let Some(e) = s.endpoint {
+        if !is_http_url(e) {
+            c.push(format!("{at}.endpoint"), "must be an http:// or https:// URL");
+        }
+    }
+    let mut get = |name: &str, v: &Option<String>| v.as_deref().and_then(|v| secret(c, &format!("{at}.{name}"), v));
+    let access_key_id = get("access_key_id", s.access_key_id);
+    let secret_access_key = get("secret_access_key", s.secret_access_key);
+    let session_token = get("session_token", s.session_token);
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        c.push(at, "access_key_id and secret_access_key go together");
+    }
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(Origin::S3 {
+        bucket: s.bucket.to_owned(),
+        region: s.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+        endpoint: s.endpoint.clone(),
+        virtual_hosted: s.virtual_hosted,
+        access_key_id,
+        secret_access_key,
+        session_token,
+    })
+}
+
+fn shared(c: &mut Collector, s: &RawShared) -> Option<SharedStore> {
+    let at = "cache.shared";
+    if s.kind != "s3" {
+        c.push(format!("{at}.type"), format!("{:?} is not a shared store type (s3)", s.kind));
+        return None;
+    }
+    let prefix = s.prefix.as_deref().unwrap_or("").trim_matches('/').to_owned();
+    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+        c.push(format!("{at}.prefix"), "must be a plain key prefix (no empty, . or .. segments)");
+    }
+    let read_timeout = s.read_timeout.map_or(Duration::from_millis(300), |d| d.0);
+    let write_timeout = s.write_timeout.map_or(Duration::from_secs(10), |d| d.0);
+    if read_timeout.is_zero() || write_timeout.is_zero() {
+        c.push(at, "read_timeout and write_timeout must be greater than 0");
+    }
+    let max_writes = s.max_writes.unwrap_or(64);
+    if max_writes == 0 {
+        c.push(format!("{at}.max_writes"), "must be greater than 0");
+    }
+    let fields = S3Fields {
+        bucket: &s.bucket,
+        region: &s.region,
+        endpoint: &s.endpoint,
+        virtual_hosted: s.virtual_hosted,
+        access_key_id: &s.access_key_id,
+        secret_access_key: &s.secret_access_key,
+        session_token: &s.session_token,
+    };
+    let store = s3_origin(c, at, &fields)?;
+    Some(SharedStore { store, prefix, read_timeout, write_timeout, max_writes })
+}
+
+fn fleet(c: &mut Collector, f: &RawFleet, usage: &Usage, listen: &Listen) -> Option<Fleet> {
+    let before = c.problems.len();
+    if !valid_name(&f.node) {
+        c.push("fleet.node", "must be 1-64 letters, digits, - or _");
+    }
+    let mut peers = BTreeMap::new();
+    for (name, addr) in &f.peers {
+        if !valid_name(name) {
+            c.push(format!("fleet.peers.{name}"), "a node name is 1-64 letters, digits, - or _");
+        }
+        match addr.parse::<std::net::SocketAddr>() {
+            Ok(a) => {
+                peers.insert(name.clone(), a);
+            }
+            Err(_) => c.push(format!("fleet.peers.{name}"), format!("{addr:?} is not an IP:port address")),
+        }
+    }
+    if !f.peers.contains_key(&f.node) {
+        c.push("fleet.peers", format!("must name this node ({:?}) too", f.node));
+    }
+    let hop_secret = secret(c, "fleet.secret", &f.secret);
+    if hop_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        c.push("fleet.secret", "must be at least 32 characters");
+    }
+    let postgres = match &f.postgres {
+        Some(v) => secret(c, "fleet.postgres", v),
+        None => usage.postgres.clone(),
+    };
+    if postgres.is_none() && f.postgres.is_none() {
+        c.push("fleet", "purges reach every node through PostgreSQL: set fleet.postgres or usage.postgres");
+    }
+    let listen_addr = match &f.listen {
+        Some(a) => a.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            c.push("fleet.listen", format!("{a:?} is not an IP:port address"));
+            None
+        }),
+        None => peers.get(&f.node).copied(),
+    };
+    if let Some(a) = listen_addr {
+        let a = a.to_string();
+        if listen.edge.contains(&a) || listen.ops.as_ref() == Some(&a) {
+            c.push("fleet.listen", format!("{a} is already the edge or ops listener"));
+        }
+    }
+    let connect_timeout = f.connect_timeout.map_or(Duration::from_millis(250), |d| d.0);
+    let peer_timeout = f.peer_timeout.map_or(Duration::from_secs(2), |d| d.0);
+    let health_interval = f.health_interval.map_or(Duration::from_secs(1), |d| d.0);
+    for (key, d) in
+        [("connect_timeout", connect_timeout), ("peer_timeout", peer_timeout), ("health_interval", health_interval)]
+    {
+        if d.is_zero() {
+            c.push(format!("fleet.{key}"), "must be greater than 0");
+        }
+    }
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(Fleet {
+        node: f.node.clone(),
+        peers,
+        listen: listen_addr?,
+        secret: hop_secret?,
+        postgres: postgres?,
+        connect_timeout,
+        peer_timeout,
+        health_interval,
+    })
 }
 
 #[cfg(test)]
@@ -767,5 +893,60 @@ tenants:
         }
         let b = e.problems.iter().find(|p| p.path == "tenants[1].keys").unwrap();
         assert_eq!(b.tenant.as_deref(), Some("b"));
+    }
+
+    const FLEET_TENANT: &str = r#"
+tenants:
+  - id: a
+    hosts: [a.test]
+    allow_unsigned: true
+    origins: {w: {type: http, base_url: "https://static.a.test"}}
+"#;
+
+    #[test]
+    fn a_fleet_and_its_shared_store_load() {
+        let text = format!(
+            r#"
+listen: {{edge: ["127.0.0.1:8080"], render_socket: r.sock}}
+usage: {{postgres: "postgres://u@127.0.0.1/db"}}
+cache:
+  shared: {{type: s3, bucket: derived, prefix: /imgedge/v1/, endpoint: "http://127.0.0.1:9000",
+           access_key_id: k, secret_access_key: s, read_timeout: 200ms}}
+fleet:
+  node: b
+  secret: "0123456789abcdef0123456789abcdef"
+  peers: {{a: "127.0.0.1:9101", b: "127.0.0.1:9102", c: "127.0.0.1:9103"}}
+{FLEET_TENANT}"#
+        );
+        let config = load_str(&text, Path::new("f.yaml")).unwrap();
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.listen.to_string(), "127.0.0.1:9102", "defaults to its own peers entry");
+        assert_eq!(fleet.postgres, "postgres://u@127.0.0.1/db", "defaults to the usage ledger");
+        assert_eq!(fleet.peers.len(), 3);
+        let shared = config.cache.shared.unwrap();
+        assert_eq!(shared.prefix, "imgedge/v1");
+        assert_eq!(shared.read_timeout, std::time::Duration::from_millis(200));
+        assert!(matches!(shared.store, super::Origin::S3 { ref bucket, .. } if bucket == "derived"));
+    }
+
+    #[test]
+    fn fleet_problems_are_named() {
+        let text = format!(
+            r#"
+listen: {{edge: ["127.0.0.1:8080"], render_socket: r.sock}}
+cache:
+  shared: {{type: gcs, bucket: derived}}
+fleet:
+  node: z
+  secret: short
+  listen: "127.0.0.1:8080"
+  peers: {{a: "127.0.0.1:9101", "b c": "nowhere"}}
+{FLEET_TENANT}"#
+        );
+        let e = load_str(&text, Path::new("f.yaml")).unwrap_err();
+        let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        for want in ["cache.shared.type", "fleet.peers", "fleet.peers.b c", "fleet.secret", "fleet", "fleet.listen"] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
     }
 }

@@ -40,6 +40,30 @@ fn the_production_config_passes_check_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 tenants)"));
 }
 
+/// The worked fleet example: one file for every node, the node named by its environment.
+#[test]
+fn the_fleet_example_passes_check_config_on_every_node() {
+    for node in ["a", "b", "c"] {
+        let out = Command::new(bin())
+            .args(["check-config", "-c"])
+            .arg(repo("conf/fleet.yaml"))
+            .env("IMGEDGE_NODE", node)
+            .env("IMGEDGE_FLEET_SECRET", "0123456789abcdef0123456789abcdef")
+            .env("IMGEDGE_ADMIN_TOKEN", "an-admin-token-of-32-characters!")
+            .env("IMGEDGE_PG_URL", "postgres://imgedge@127.0.0.1:5432/imgedge")
+            .env("IMGEDGE_SHARED_KEY_ID", "AKIAEXAMPLE")
+            .env("IMGEDGE_SHARED_SECRET", "example/secret")
+            .env("ACME_KEY", "0546da458f64cdac17f44250dde50735e2b3670d194a9e2c28c9c374289e79b1")
+            .env("ACME_SALT", "6197edbf9ae3a116913c1c796c36b0fa")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "node {node}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = Command::new(bin()).args(["check-config", "-c"]).arg(repo("conf/fleet.yaml")).output().unwrap();
+    assert!(!out.status.success(), "no node name, no secret: refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IMGEDGE_NODE"));
+}
+
 #[test]
 fn the_unit_is_hardened_and_agrees_with_the_production_config() {
     let u = unit(&std::fs::read_to_string(repo("systemd/imgedge.service")).unwrap());

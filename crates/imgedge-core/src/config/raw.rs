@@ -94,7 +94,7 @@ pub struct RawShared {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleet {
-    /// This node's name: one of `peers`.
+    /// This node's name: one of `peers`. Plain or `env:NAME` (one file for every node).
     pub node: String,
     /// Every node of the fleet, this one included: name → address of its fleet listener.
     pub peers: BTreeMap<String, String>,

@@ -668,7 +668,9 @@ fn shared(c: &mut Collector, s: &RawShared) -> Option<SharedStore> {
 
 fn fleet(c: &mut Collector, f: &RawFleet, usage: &Usage, listen: &Listen) -> Option<Fleet> {
     let before = c.problems.len();
-    if !valid_name(&f.node) {
+    // `env:NAME` lets every node of a fleet share one file
+    let node = secret(c, "fleet.node", &f.node).unwrap_or_default();
+    if !valid_name(&node) {
         c.push("fleet.node", "must be 1-64 letters, digits, - or _");
     }
     let mut peers = BTreeMap::new();
@@ -683,8 +685,8 @@ fn fleet(c: &mut Collector, f: &RawFleet, usage: &Usage, listen: &Listen) -> Opt
             Err(_) => c.push(format!("fleet.peers.{name}"), format!("{addr:?} is not an IP:port address")),
         }
     }
-    if !f.peers.contains_key(&f.node) {
-        c.push("fleet.peers", format!("must name this node ({:?}) too", f.node));
+    if !f.peers.contains_key(&node) {
+        c.push("fleet.peers", format!("must name this node ({node:?}) too"));
     }
     let hop_secret = secret(c, "fleet.secret", &f.secret);
     if hop_secret.as_ref().is_some_and(|s| s.len() < 32) {
@@ -702,7 +704,7 @@ fn fleet(c: &mut Collector, f: &RawFleet, usage: &Usage, listen: &Listen) -> Opt
             c.push("fleet.listen", format!("{a:?} is not an IP:port address"));
             None
         }),
-        None => peers.get(&f.node).copied(),
+        None => peers.get(&node).copied(),
     };
     if let Some(a) = listen_addr {
         let a = a.to_string();
@@ -724,7 +726,7 @@ fn fleet(c: &mut Collector, f: &RawFleet, usage: &Usage, listen: &Listen) -> Opt
         return None;
     }
     Some(Fleet {
-        node: f.node.clone(),
+        node,
         peers,
         listen: listen_addr?,
         secret: hop_secret?,

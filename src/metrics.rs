@@ -29,6 +29,8 @@ struct Metrics {
     cache_errors: IntCounterVec,
     cache_lock_wait: Histogram,
     cache_evictions: IntCounterVec,
+    shared_store_ops: IntCounterVec,
+    shared_store_seconds: HistogramVec,
     tenant_requests: IntCounterVec,
     tenant_response_bytes: IntCounterVec,
     usage_flushes: IntCounterVec,
@@ -174,6 +176,19 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     r.register(Box::new(cache_lock_wait.clone())).unwrap_or_else(|e| panic!("{e}"));
     let cache_evictions =
         counter_vec(&r, "imgedge_cache_evictions_total", "Objects evicted from the cache, by tier.", &["tier"]);
+    let shared_store_ops = counter_vec(
+        &r,
+        "imgedge_shared_store_operations_total",
+        "Shared derivative store (cache.shared) operations by op (get, put, delete) and result (hit, miss, ok, \
+         error, timeout, dropped when max_writes writes are in flight, corrupt for an unreadable object).",
+        &["op", "result"],
+    );
+    let shared_store_seconds = histogram_vec(
+        &r,
+        "imgedge_shared_store_seconds",
+        "Duration of shared derivative store operations, by op (get, put, delete).",
+        &["op"],
+    );
     let tenant_requests = counter_vec(
         &r,
         "imgedge_tenant_http_requests_total",
@@ -315,6 +330,8 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         cache_errors,
         cache_lock_wait,
         cache_evictions,
+        shared_store_ops,
+        shared_store_seconds,
         tenant_requests,
         tenant_response_bytes,
         usage_flushes,
@@ -450,6 +467,16 @@ pub fn cache_lock_wait(seconds: f64) {
 
 pub fn cache_evicted(n: u64) {
     M.cache_evictions.with_label_values(&["memory"]).inc_by(n);
+}
+
+/// One shared store operation (`get`, `put`, `delete`) and its result.
+pub fn shared_store(op: &str, result: &str) {
+    M.shared_store_ops.with_label_values(&[op, result]).inc();
+}
+
+/// Times one shared store operation.
+pub fn shared_store_timer(op: &str) -> prometheus::HistogramTimer {
+    M.shared_store_seconds.with_label_values(&[op]).start_timer()
 }
 
 /// A usage flush: `spooled`, `empty`, `deferred` or `error`.

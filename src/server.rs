@@ -127,13 +127,14 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
 
     // one tenant set for edge, render and ops, swapped whole by a reload (SIGHUP)
     let tenants = Arc::new(Tenants::new(&config)?);
-    let render = Render::new(tenants.clone(), config.render.workers, config.render.queue);
+    let cache = Arc::new(EdgeCache::new(&config.cache)?);
+    let render =
+        Render::new(tenants.clone(), config.render.workers, config.render.queue).with_shared(cache.shared.clone());
     let mut render_svc = Service::new("render".to_owned(), HttpServer::new_app(render));
     render_svc.threads = Some(config.render.threads);
     // only this user may talk to render: it trusts its request headers
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
-    let cache = Arc::new(EdgeCache::new(&config.cache)?);
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
     let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy, ClientTimeouts::new(&config.listen)));

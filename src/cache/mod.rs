@@ -14,7 +14,10 @@
 pub mod body_file;
 pub mod front;
 pub mod generations;
+pub mod shared;
 pub mod storage;
+
+use std::sync::Arc;
 
 use pingora_cache::key::{CacheHashKey, CacheKey};
 use pingora_cache::lock::CacheKeyLockImpl;
@@ -22,6 +25,7 @@ use pingora_cache::lock::CacheKeyLockImpl;
 use crate::config;
 pub use front::FrontEntry;
 pub use generations::{Generation, Generations};
+pub use shared::SharedStore;
 pub use storage::HybridStorage;
 
 /// What the cache did for one answer: the `X-Cache` header, the metrics' `cache` label and
@@ -116,6 +120,8 @@ pub struct EdgeCache {
     pub lock: &'static CacheKeyLockImpl,
     pub max_object: usize,
     pub generations: Generations,
+    /// The fleet's shared derivative store (`cache.shared`), read and written by render.
+    pub shared: Option<Arc<SharedStore>>,
 }
 
 impl EdgeCache {
@@ -126,7 +132,11 @@ impl EdgeCache {
         let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings.clone())));
         let lock: &'static CacheKeyLockImpl =
             Box::leak(pingora_cache::lock::CacheLock::new_boxed(settings.lock_timeout) as Box<CacheKeyLockImpl>);
-        Ok(EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations })
+        let shared = match &settings.shared {
+            Some(s) => Some(Arc::new(SharedStore::new(s, settings.max_object_bytes)?)),
+            None => None,
+        };
+        Ok(EdgeCache { storage, lock, max_object: settings.max_object_bytes, generations, shared })
     }
 
     /// The key of a request for `source` (`origin:key`, see [`source_id`]).
@@ -136,18 +146,20 @@ impl EdgeCache {
 
     /// Removes every format variant of one request; returns how many existed.
     pub async fn purge_request(&self, tenant: &str, source: &str, canonical: &str) -> usize {
-        let mut n = 0;
-        for f in FORMAT_VARIANTS {
-            if self.purge_variant(tenant, source, canonical, f).await {
-                n += 1;
-            }
-        }
-        n
+        // concurrently: with a shared store each variant is also a delete there
+        let purged =
+            futures::future::join_all(FORMAT_VARIANTS.iter().map(|f| self.purge_variant(tenant, source, canonical, f)))
+                .await;
+        purged.into_iter().filter(|&p| p).count()
     }
 
-    /// Removes one entry; whether it existed.
+    /// Removes one entry, here and in the shared store; whether it existed here.
     pub async fn purge_variant(&self, tenant: &str, source: &str, canonical: &str, format: &str) -> bool {
-        self.storage.remove(hash_of(&self.key(tenant, source, canonical, format))).await
+        let hash = hash_of(&self.key(tenant, source, canonical, format));
+        if let Some(shared) = &self.shared {
+            shared.delete(tenant, &format!("{hash:032x}")).await;
+        }
+        self.storage.remove(hash).await
     }
 }
 

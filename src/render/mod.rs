@@ -26,8 +26,10 @@ use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
 use crate::answer::{
-    Answer, FALLBACK_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER, TIMING_HEADER,
+    Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER,
+    TIMING_HEADER,
 };
+use crate::cache::shared::{self, SharedStore};
 use crate::config::Tenant;
 use crate::error::Error;
 use crate::metrics;
@@ -73,6 +75,8 @@ pub struct Render {
     max_in_flight: usize,
     /// Renders in flight per tenant, for `limits.max_concurrent_renders`.
     per_tenant: Inflight,
+    /// The fleet's shared derivative store: read before rendering, written after.
+    shared: Option<Arc<SharedStore>>,
 }
 
 /// Counts one admitted render; released on drop, whatever the outcome. Owned, so that a
@@ -95,7 +99,23 @@ impl Render {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: workers + queue,
             per_tenant: Inflight::new(),
+            shared: None,
         }
+    }
+
+    /// Reads answers from and writes them to the fleet's shared store.
+    pub fn with_shared(mut self, shared: Option<Arc<SharedStore>>) -> Render {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared store and the object's key hash, when this request may use it: a store,
+    /// a tenant that caches, and a well-formed key from the edge.
+    fn shared_for(&self, tenant_id: &str, key: Option<&str>) -> Option<(&Arc<SharedStore>, String)> {
+        let store = self.shared.as_ref()?;
+        let key = key.filter(|k| shared::valid_hash(k))?;
+        let caches = self.tenants.load().get(tenant_id).is_some_and(|rt| rt.tenant.cache_enabled);
+        caches.then(|| (store, key.to_owned()))
     }
 
     /// Admission: the global bound first (cheap, protects memory), then the tenant's.
@@ -306,6 +326,15 @@ impl ServeHttp for Render {
             return Answer::error(&Error::Internal("missing render headers".into()), None).into_response();
         };
         let started = Instant::now();
+        let l2 = self.shared_for(&tenant_id, header(KEY_HEADER).as_deref());
+        if let Some((store, key)) = &l2 {
+            // rendered before by some node: answered as stored, no fetch, no render
+            if let Some(stored) = store.get(&tenant_id, key).await {
+                let mut response = shared::answer(stored);
+                set_timing(&mut response, None, started);
+                return response;
+            }
+        }
         let mut origin_us = None;
         let fallback_allowed = header(NO_FALLBACK_HEADER).is_none();
         let mut response = if canonical.starts_with(options::GRID_PREFIX) {
@@ -318,15 +347,30 @@ impl ServeHttp for Render {
             let rendered = self.render(&tenant_id, &canonical, fallback_allowed, &mut origin_us).await;
             self.answer(rendered, &tenant_id, &canonical)
         };
-        let timing = format!(
-            "{} {}",
-            origin_us.map_or_else(|| "-".to_owned(), |u| u.to_string()),
-            started.elapsed().as_micros()
-        );
-        if let Ok(v) = http::HeaderValue::from_str(&timing) {
-            response.headers_mut().insert(TIMING_HEADER, v);
+        if let Some((store, key)) = &l2 {
+            let stored = shared::storable(
+                response.status().as_u16(),
+                response.headers(),
+                response.body(),
+                &[TIMING_HEADER],
+                FALLBACK_HEADER,
+            );
+            if let Some(stored) = stored {
+                store.put(&tenant_id, key, stored);
+            }
         }
+        set_timing(&mut response, origin_us, started);
         response
+    }
+}
+
+/// Render's [`TIMING_HEADER`]: the origin fetch (`-` when nothing was fetched) and the
+/// whole answer, in µs.
+fn set_timing(response: &mut Response<Vec<u8>>, origin_us: Option<u64>, started: Instant) {
+    let timing =
+        format!("{} {}", origin_us.map_or_else(|| "-".to_owned(), |u| u.to_string()), started.elapsed().as_micros());
+    if let Ok(v) = http::HeaderValue::from_str(&timing) {
+        response.headers_mut().insert(TIMING_HEADER, v);
     }
 }
 

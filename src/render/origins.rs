@@ -256,25 +256,38 @@ fn build_store(origin: &Origin, limits: &Limits) -> Result<Store, object_store::
                 .with_retry(retry(limits))
                 .build()?,
         ),
-        Origin::S3 { bucket, region, endpoint, virtual_hosted, access_key_id, secret_access_key, session_token } => {
-            // without explicit credentials, use the standard AWS environment and instance roles
-            let mut b = if access_key_id.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
-            b = b
-                .with_bucket_name(bucket.clone())
-                .with_region(region.clone())
-                .with_virtual_hosted_style_request(*virtual_hosted)
-                .with_client_options(client_options(limits))
-                .with_retry(retry(limits));
-            if let Some(e) = endpoint {
-                b = b.with_endpoint(e.clone());
-            }
-            if let (Some(id), Some(secret)) = (access_key_id, secret_access_key) {
-                b = b.with_access_key_id(id.clone()).with_secret_access_key(secret.clone());
-            }
-            if let Some(t) = session_token {
-                b = b.with_token(t.clone());
-            }
-            Arc::new(b.build()?)
-        }
+        Origin::S3 { .. } => s3_store(origin, client_options(limits), retry(limits))?,
     }))
+}
+
+/// An S3 (or S3-compatible) bucket client for `origin`, which must be an [`Origin::S3`]:
+/// the tenants' buckets and the fleet's shared store are built by this one function.
+pub fn s3_store(
+    origin: &Origin,
+    client: ClientOptions,
+    retry: RetryConfig,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let Origin::S3 { bucket, region, endpoint, virtual_hosted, access_key_id, secret_access_key, session_token } =
+        origin
+    else {
+        return Err(object_store::Error::NotSupported { source: "not an S3 bucket".into() });
+    };
+    // without explicit credentials, use the standard AWS environment and instance roles
+    let mut b = if access_key_id.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
+    b = b
+        .with_bucket_name(bucket.clone())
+        .with_region(region.clone())
+        .with_virtual_hosted_style_request(*virtual_hosted)
+        .with_client_options(client)
+        .with_retry(retry);
+    if let Some(e) = endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    if let (Some(id), Some(secret)) = (access_key_id, secret_access_key) {
+        b = b.with_access_key_id(id.clone()).with_secret_access_key(secret.clone());
+    }
+    if let Some(t) = session_token {
+        b = b.with_token(t.clone());
+    }
+    Ok(Arc::new(b.build()?))
 }

@@ -182,7 +182,14 @@ impl Imgedge {
 
     /// Starts the process again on the same config, directory and ports.
     pub async fn restart(&mut self) {
+        self.restart_after(|_| {}).await;
+    }
+
+    /// Stops the process, runs `between` on its directory (to remove its cache, say), and
+    /// starts it again on the same config and ports.
+    pub async fn restart_after(&mut self, between: impl FnOnce(&Path)) {
         self.stop();
+        between(self.dir.path());
         self.child = spawn(self.dir.path(), &self.config);
         self.wait_ready().await;
     }
@@ -469,11 +476,14 @@ pub const S3_ACCESS_KEY: &str = "AKIAIMGEDGETEST00000";
 /// Contains `/` like real AWS secrets do, to catch encoding bugs.
 pub const S3_SECRET_KEY: &str = "imgedge/Secret/Key/For/Loopback/Tests0";
 
-/// An S3 server (s3s-fs) with SigV4 enforced, serving bucket `photos` with the test images.
+/// An S3 server (s3s-fs) with SigV4 enforced, serving bucket `photos` with the test images
+/// and an empty bucket `derived` (a shared derivative store). s3s-fs keeps each bucket as a
+/// directory of `root()` and each object as a file at its key.
 pub struct S3Server {
     pub endpoint: String,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl S3Server {
@@ -486,6 +496,7 @@ impl S3Server {
         let root = tempfile::tempdir().unwrap();
         let bucket = root.path().join("photos");
         std::fs::create_dir_all(bucket.join("nested")).unwrap();
+        std::fs::create_dir_all(root.path().join("derived")).unwrap();
         for entry in std::fs::read_dir(images_dir()).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), bucket.join(entry.file_name())).unwrap();
@@ -497,22 +508,38 @@ impl S3Server {
         let service = b.build();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let held = conns.clone();
         let task = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
                 let Ok((sock, _)) = listener.accept().await else { continue };
                 let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
-                tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let _ = conn.await;
                 });
+                held.lock().unwrap().push(handle.abort_handle());
             }
         });
-        S3Server { endpoint: format!("http://{addr}"), _root: root, task }
+        S3Server { endpoint: format!("http://{addr}"), root, task, conns }
+    }
+
+    /// The directory holding one directory per bucket.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Stops listening and drops every open connection: the server is gone for clients.
+    pub fn stop(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }

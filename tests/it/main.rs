@@ -23,6 +23,7 @@ mod overload;
 mod placeholders;
 mod prometheus;
 mod reload;
+mod shared;
 mod transform;
 mod usage;
 mod watermark;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{free_port, images_dir, sign, HttpOrigin, Imgedge, KEY, SALT};
+use crate::harness::{
+    free_port, images_dir, sign, HttpOrigin, Imgedge, S3Server, KEY, S3_ACCESS_KEY, S3_SECRET_KEY, SALT,
+};
 use crate::pg::Pg;
 
 fn repo(path: &str) -> PathBuf {
@@ -434,9 +436,14 @@ async fn dashboard_and_rules_evaluate_to_data_in_a_real_prometheus() {
         addr = origin.addr
     );
     let dir = tempfile::tempdir().unwrap();
+    // a shared derivative store, so its series have data too
+    let s3 = S3Server::start().await;
     let cache = format!(
-        "  memory: 64MiB\n  max_object: 1MiB\n  disk: {{path: {}, size: 16MiB, block_size: 2MiB}}\n",
-        dir.path().join("cache").display()
+        "  memory: 64MiB\n  max_object: 1MiB\n  disk: {{path: {}, size: 16MiB, block_size: 2MiB}}\n  \
+         shared: {{type: s3, bucket: derived, endpoint: \"{}\", access_key_id: \"{S3_ACCESS_KEY}\", \
+         secret_access_key: \"{S3_SECRET_KEY}\"}}\n",
+        dir.path().join("cache").display(),
+        s3.endpoint
     );
     let extra = format!("admin:\n  token: {token}\nusage:\n  flush_interval: 250ms\n  postgres: \"{}\"\n", pg.url());
     let s = Imgedge::start_with(&tenants, &cache, &extra).await;

@@ -58,8 +58,11 @@ pub struct Imgedge {
     client: reqwest::Client,
 }
 
+/// The binary under test; `IMGEDGE_BIN` runs the tests against another build (the release
+/// one, for the measurements of `benches/load/shared-store.sh`).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_imgedge")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("IMGEDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_imgedge").to_owned()))
 }
 
 /// Config text for a server with the given `tenants:` YAML (a list, indented by two).
@@ -514,6 +517,9 @@ impl S3Server {
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
                 let Ok((sock, _)) = listener.accept().await else { continue };
+                // as S3 does: a small answer's last segment must not wait for the client's
+                // delayed ACK (40 ms on Linux) behind Nagle's algorithm
+                let _ = sock.set_nodelay(true);
                 let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
                 let handle = tokio::spawn(async move {
                     let _ = conn.await;

@@ -268,3 +268,54 @@ async fn negotiated_variants_are_separate_objects() {
     assert_eq!(renders(&b).await, 0.0);
     assert_eq!(b.metric(&store_op("get", "hit")).await, 2.0);
 }
+
+/// GETs `path` signed: milliseconds until the whole body was read, and the body.
+async fn timed(s: &Imgedge, path: &str) -> (f64, Vec<u8>) {
+    let url = sign(path);
+    let t = Instant::now();
+    let r = s.get("img.test", &url).await;
+    assert_eq!(r.status(), 200, "{path}");
+    let body = r.bytes().await.unwrap().to_vec();
+    (t.elapsed().as_secs_f64() * 1e3, body)
+}
+
+/// Not a test: the time of an L2 hit against a render of the same transform, each on a node
+/// that has never answered it (`benches/load/shared-store.sh` runs it on a release build).
+/// Node A renders round r's URL (a new cache key per round: `cb:`), node B then answers it
+/// from the store, then from its own cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: benches/load/shared-store.sh"]
+async fn measure_shared_store_hit_against_render() {
+    let images = std::env::var("IMGEDGE_BENCH_IMAGES").unwrap_or_else(|_| "../shared/bench/images".to_owned());
+    let image = std::env::var("IMGEDGE_BENCH_IMAGE").unwrap_or_else(|_| "cups_4000x3000_q90.jpg".to_owned());
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let root = std::fs::canonicalize(&images).unwrap();
+    let tenant = crate::harness::local_tenant_at("t1", "img.test", &root);
+    let s3 = S3Server::start().await;
+    let a = node(&s3.endpoint, &tenant).await;
+    let b = node(&s3.endpoint, &tenant).await;
+    let (mut render, mut l2, mut local) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let path = format!("/w:400/cb:r{round}x{}/plain/{image}@webp", std::process::id());
+        let (ms_render, body) = timed(&a, &path).await;
+        wait_objects(&s3, round + 1).await;
+        let (ms_l2, got) = timed(&b, &path).await;
+        assert!(got == body);
+        let (ms_local, _) = timed(&b, &path).await;
+        println!("round {round}: render {ms_render:.1} ms, shared store hit {ms_l2:.1} ms, local hit {ms_local:.2} ms");
+        render.push(ms_render);
+        l2.push(ms_l2);
+        local.push(ms_local);
+    }
+    assert_eq!(renders(&b).await, 0.0, "B never rendered");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, h, l) = (median(&mut render), median(&mut l2), median(&mut local));
+    println!(
+        "RESULT image={image} rounds={rounds} render_ms={r:.1} shared_hit_ms={h:.1} local_hit_ms={l:.2} \
+         render_over_shared={:.1}",
+        r / h
+    );
+}

@@ -10,21 +10,26 @@ use crate::harness::{config_text_with, dims, local_tenant, sign, Imgedge, S3Serv
 const PREFIX: &str = "fleet/v1";
 const TOKEN: &str = "shared-store-admin-token-0123456789";
 
-/// The `cache:` body of a node on `endpoint`'s `derived` bucket, with a disk tier in `dir`.
-fn shared_cache(endpoint: &str, dir: &Path) -> String {
+/// The `cache:` body of a node on `endpoint`'s `derived` bucket, with a disk tier in `dir`
+/// and `more` settings of `cache.shared` (`, key: value` each).
+fn shared_cache(endpoint: &str, dir: &Path, more: &str) -> String {
     format!(
         "  memory: 64MiB\n  max_object: 1MiB\n  disk: {{path: {}, size: 16MiB, block_size: 2MiB}}\n  \
          shared: {{type: s3, bucket: derived, prefix: {PREFIX}, endpoint: \"{endpoint}\", \
-         access_key_id: \"{S3_ACCESS_KEY}\", secret_access_key: \"{S3_SECRET_KEY}\", read_timeout: 500ms}}\n",
+         access_key_id: \"{S3_ACCESS_KEY}\", secret_access_key: \"{S3_SECRET_KEY}\", read_timeout: 500ms{more}}}\n",
         dir.join("cache").display()
     )
 }
 
 /// A node with its own directory (cache included) on the store at `endpoint`.
 async fn node(endpoint: &str, tenants: &str) -> Imgedge {
+    node_with(endpoint, tenants, "").await
+}
+
+async fn node_with(endpoint: &str, tenants: &str, more: &str) -> Imgedge {
     let admin = format!("admin:\n  token: \"{TOKEN}\"\n");
     Imgedge::start_config(|dir, edge, ops| {
-        config_text_with(dir, edge, ops, tenants, &shared_cache(endpoint, dir), &admin)
+        config_text_with(dir, edge, ops, tenants, &shared_cache(endpoint, dir, more), &admin)
     })
     .await
 }
@@ -237,12 +242,44 @@ async fn a_store_that_is_down_or_silent_costs_no_request() {
 
     // silent: connections accepted, never answered; a read waits read_timeout (500ms) only
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = node(&format!("http://{}", hole.local_addr().unwrap()), &local_tenant()).await;
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    let c = node_with(&endpoint, &local_tenant(), ", max_writes: 1, write_timeout: 20s").await;
     let t = Instant::now();
     assert_eq!(fetch(&c, PATHS[0], &[]).await.0, 200);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(c.metric(&store_op("get", "timeout")).await, 1.0);
     assert_eq!(renders(&c).await, 1.0);
+    // its write hangs, holding the one write slot: the next render's write is dropped
+    assert_eq!(fetch(&c, PATHS[1], &[]).await.0, 200);
+    assert_eq!(c.metric_settled(&store_op("put", "dropped"), 1.0).await, 1.0);
+    assert_eq!(renders(&c).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_not_found_answers_are_shared_and_tenants_without_a_cache_never_use_the_store() {
+    let s3 = S3Server::start().await;
+    let uncached = crate::harness::local_tenant_at("t2", "nocache.test", &crate::harness::images_dir())
+        + "    cache: {enabled: false}\n";
+    let tenants = local_tenant() + &uncached;
+    let a = node(&s3.endpoint, &tenants).await;
+    let missing = "/w:100/plain/missing.jpg";
+    let (status, body, _, cc) = fetch(&a, missing, &[]).await;
+    assert_eq!((status, cc.as_str()), (404, "public, max-age=60"));
+    wait_objects(&s3, 1).await;
+    let b = node(&s3.endpoint, &tenants).await;
+    let (status, got, _, cc) = fetch(&b, missing, &[]).await;
+    assert_eq!(status, 404);
+    assert!(got == body);
+    assert!(max_age(&cc) <= 60, "{cc}");
+    assert_eq!(renders(&b).await, 0.0, "answered from the store");
+
+    // a tenant with its cache off renders every time and never reads or writes the store
+    for _ in 0..2 {
+        let r = b.get("nocache.test", &sign(PATHS[0])).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(renders(&b).await, 2.0);
+    assert_eq!(total(&b, "imgedge_shared_store_operations_total").await, 1.0, "the 404's read only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -469,6 +469,21 @@ pub fn cache_evicted(n: u64) {
     M.cache_evictions.with_label_values(&["memory"]).inc_by(n);
 }
 
+/// A shared store is configured: its operations' series exist from then on at 0, as the
+/// series of known labels do from the start.
+pub fn shared_store_configured() {
+    let known: [(&str, &[&str]); 3] = [
+        ("get", &["hit", "miss", "error", "timeout", "corrupt"]),
+        ("put", &["ok", "error", "timeout", "dropped"]),
+        ("delete", &["ok", "error", "timeout"]),
+    ];
+    for (op, results) in known {
+        for result in results {
+            M.shared_store_ops.with_label_values(&[op, result]);
+        }
+    }
+}
+
 /// One shared store operation (`get`, `put`, `delete`) and its result.
 pub fn shared_store(op: &str, result: &str) {
     M.shared_store_ops.with_label_values(&[op, result]).inc();

@@ -180,7 +180,8 @@ impl SharedStore {
     pub fn new(settings: &config::SharedStore, max_object: usize) -> Result<SharedStore, String> {
         let client = ClientOptions::new()
             .with_allow_http(true)
-            .with_connect_timeout(settings.read_timeout.max(Duration::from_millis(100)))
+            // reads are bounded by read_timeout around the whole request; this bounds writes
+            .with_connect_timeout(settings.write_timeout)
             .with_timeout(settings.write_timeout.max(settings.read_timeout))
             .with_pool_idle_timeout(Duration::from_secs(60));
         // a read has no time for a retry; a write one quick one
@@ -195,6 +196,7 @@ impl SharedStore {
         };
         let store = crate::render::origins::s3_store(&settings.store, client, retry)
             .map_err(|e| format!("cache.shared: {e}"))?;
+        metrics::shared_store_configured();
         Ok(SharedStore {
             store,
             prefix: settings.prefix.clone(),

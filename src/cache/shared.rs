@@ -298,6 +298,9 @@ impl SharedStore {
             let mut attributes = Attributes::new();
             attributes.insert(Attribute::CacheControl, format!("max-age={left}").into());
             attributes.insert(Attribute::Metadata("imgedge-expires-at".into()), stored.expires_at.to_string().into());
+            // an overwrite, not a conditional create: a key outlives its object's expiry, and
+            // the render after it must replace the expired object (outputs are deterministic,
+            // so racing writers write the same bytes)
             let opts = PutOptions { attributes, ..PutOptions::default() };
             let put = this.store.put_opts(&path, stored.encode().into(), opts);
             let result = match tokio::time::timeout(this.write_timeout, put).await {

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use object_store::aws::AmazonS3Builder;
+use object_store::{Attribute, ObjectStoreExt};
+
 use crate::harness::{config_text_with, dims, local_tenant, sign, Imgedge, S3Server, S3_ACCESS_KEY, S3_SECRET_KEY};
 
 const PREFIX: &str = "fleet/v1";
@@ -64,6 +67,21 @@ async fn wait_objects(s3: &S3Server, n: usize) -> Vec<PathBuf> {
     panic!("expected {n} objects in the store, found {:?}", objects(s3));
 }
 
+/// The S3 attributes of an object file, read through S3.
+async fn object_attributes(s3: &S3Server, file: &Path) -> object_store::Attributes {
+    let name = file.strip_prefix(s3.root().join("derived")).unwrap().to_string_lossy().into_owned();
+    let store = AmazonS3Builder::new()
+        .with_bucket_name("derived")
+        .with_region("us-east-1")
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_access_key_id(S3_ACCESS_KEY)
+        .with_secret_access_key(S3_SECRET_KEY)
+        .build()
+        .unwrap();
+    store.get(&object_store::path::Path::from(name)).await.unwrap().attributes
+}
+
 /// The sum of every series of a counter family.
 async fn total(s: &Imgedge, family: &str) -> f64 {
     let text = s.ops_get("/metrics").await.text().await.unwrap();
@@ -119,6 +137,11 @@ async fn other_and_restarted_nodes_serve_the_fleets_renders_without_rendering() 
         assert_eq!(parts[2], "t1");
         assert!(parts[4].len() == 32 && parts[4].starts_with(parts[3]), "{name}");
     }
+    // the bucket's own copy of the expiry: the answer's max-age (365 days)
+    let attributes = object_attributes(&s3, &found[0]).await;
+    let cc = attributes.get(&Attribute::CacheControl).map(|v| v.to_string()).unwrap_or_default();
+    assert!(cc.starts_with("max-age=") && max_age(&cc) > 364 * 86400, "{cc}");
+    assert!(attributes.get(&Attribute::Metadata("imgedge-expires-at".into())).is_some(), "{attributes:?}");
 
     // another node, its own cache, the same store: the same answers, nothing rendered
     let b = node(&s3.endpoint, &local_tenant()).await;

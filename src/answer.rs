@@ -40,6 +40,12 @@ pub const FALLBACK_HEADER: &str = "x-imgedge-fallback";
 /// so the stale real image wins over a fallback.
 pub const NO_FALLBACK_HEADER: &str = "x-imgedge-no-fallback";
 
+/// Set on an answer that was not rendered for this request but read from the fleet's
+/// cache: `shared` (render found it in the shared store) or `peer` (the key's owner had
+/// it). The edge bills and labels such an answer as a hit, and removes the header before
+/// caching the answer.
+pub const SERVED_HEADER: &str = "x-imgedge-served";
+
 /// Render's answer to the edge: `{origin fetch µs} {render µs}` (the fetch part `-` when
 /// nothing was fetched), read and removed by the edge before caching (request log).
 pub const TIMING_HEADER: &str = "x-imgedge-timing";

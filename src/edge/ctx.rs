@@ -40,6 +40,9 @@ pub struct Ctx {
     pub(super) upstream: bool,
     /// Answered from the front cache (a hit that bypassed pingora-cache).
     pub(super) front: bool,
+    /// A miss here that the fleet's cache answered (shared store, or the key's owner):
+    /// nothing was rendered for it, so it is a hit.
+    pub(super) fleet_cached: bool,
     /// The tenant negotiates and the URL names no format: the answer depends on `Accept`.
     pub(crate) vary_accept: bool,
     /// The canonical request without the negotiated format, when one was negotiated.
@@ -92,6 +95,7 @@ impl Ctx {
             rejected: false,
             upstream: false,
             front: false,
+            fleet_cached: false,
             vary_accept: false,
             billing_canonical: None,
             passthrough: false,

@@ -33,8 +33,8 @@ use pingora_cache::{CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable}
 use pingora_proxy::{ProxyHttp, RangeType, Session};
 
 use crate::answer::{
-    self, Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER,
-    TIMING_HEADER,
+    self, Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, SERVED_HEADER,
+    TENANT_HEADER, TIMING_HEADER,
 };
 use crate::cache::Outcome;
 use crate::error::Error;
@@ -169,6 +169,8 @@ fn cache_outcome(session: &Session, ctx: &Ctx) -> Outcome {
     }
     match session.cache.phase() {
         CachePhase::Hit => Outcome::Hit,
+        // not in this node's cache, but rendered before: the fleet's cache answered
+        CachePhase::Miss | CachePhase::Expired if ctx.fleet_cached => Outcome::Hit,
         CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Stale,
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
         CachePhase::Miss | CachePhase::Expired => Outcome::Miss,
@@ -259,6 +261,7 @@ impl ProxyHttp for Edge {
         if let Some(v) = resp.remove_header(TIMING_HEADER) {
             (ctx.origin_us, ctx.render_us) = answer::parse_timing(v.as_bytes());
         }
+        ctx.fleet_cached = resp.remove_header(SERVED_HEADER).is_some();
         Ok(())
     }
 

@@ -26,8 +26,8 @@ use pingora_limits::inflight::Inflight;
 use tokio::sync::Semaphore;
 
 use crate::answer::{
-    Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, TENANT_HEADER,
-    TIMING_HEADER,
+    Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, SERVED_HEADER,
+    TENANT_HEADER, TIMING_HEADER,
 };
 use crate::cache::shared::{self, SharedStore};
 use crate::config::Tenant;
@@ -331,6 +331,7 @@ impl ServeHttp for Render {
             // rendered before by some node: answered as stored, no fetch, no render
             if let Some(stored) = store.get(&tenant_id, key).await {
                 let mut response = shared::answer(stored);
+                response.headers_mut().insert(SERVED_HEADER, http::HeaderValue::from_static("shared"));
                 set_timing(&mut response, None, started);
                 return response;
             }

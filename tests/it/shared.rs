@@ -145,6 +145,9 @@ async fn other_and_restarted_nodes_serve_the_fleets_renders_without_rendering() 
 
     // another node, its own cache, the same store: the same answers, nothing rendered
     let b = node(&s3.endpoint, &local_tenant()).await;
+    let r = b.get("img.test", &sign(PATHS[0])).await;
+    assert_eq!(r.headers()["x-cache"], "HIT", "answered by the shared store");
+    assert!(r.headers().keys().all(|k| !k.as_str().starts_with("x-imgedge-")), "{:?}", r.headers());
     for (p, (body, etag)) in PATHS.iter().zip(&answers) {
         let (status, got, got_etag, _) = fetch(&b, p, &[]).await;
         assert_eq!(status, 200, "{p}");
@@ -153,6 +156,9 @@ async fn other_and_restarted_nodes_serve_the_fleets_renders_without_rendering() 
     }
     assert_eq!(renders(&b).await, 0.0, "{}", b.log());
     assert_eq!(b.metric(&store_op("get", "hit")).await, 3.0);
+    // nothing was rendered for them: hits for the client, the metrics and the bill
+    let hits = r#"imgedge_http_requests_total{cache="hit",operation="transform",status_class="2xx"}"#;
+    assert_eq!(b.metric_settled(hits, 4.0).await, 4.0);
 
     // A restarted without its disk cache: everything from the store
     a.restart_after(|dir| std::fs::remove_dir_all(dir.join("cache")).unwrap()).await;

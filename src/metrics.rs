@@ -51,6 +51,10 @@ struct Metrics {
     config_last_reload_time: IntGauge,
     config_needs_upgrade: IntGaugeVec,
     tenants: IntGauge,
+    fleet_purges: IntCounterVec,
+    fleet_purge_errors: IntCounterVec,
+    fleet_listener_up: IntGauge,
+    fleet_purge_seq: IntGauge,
     _build: IntGaugeVec,
 }
 
@@ -284,6 +288,33 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         &["section"],
     );
     let tenants = gauge(&r, "imgedge_tenants", "Tenants in the running config.");
+    let fleet_purges = counter_vec(
+        &r,
+        "imgedge_fleet_purges_total",
+        "Fleet-wide purges applied on this node, by kind (url, source, tenant) and from (self: made here; peer: made on another node).",
+        &["kind", "from"],
+    );
+    let fleet_purge_errors = counter_vec(
+        &r,
+        "imgedge_fleet_purge_errors_total",
+        "Fleet purge failures by stage: listen (the LISTEN connection failed or was lost), read (reading new purges), row (an unreadable row, skipped), apply (a purge not persisted locally).",
+        &["stage"],
+    );
+    let fleet_listener_up = gauge(
+        &r,
+        "imgedge_fleet_purge_listener_up",
+        "1 while this node listens to PostgreSQL for the fleet's purges (0 without fleet: or while reconnecting).",
+    );
+    let fleet_purge_seq =
+        gauge(&r, "imgedge_fleet_purge_seq", "Sequence number of the last fleet purge applied on this node.");
+    for kind in ["url", "source", "tenant"] {
+        for from in ["self", "peer"] {
+            fleet_purges.with_label_values(&[kind, from]);
+        }
+    }
+    for stage in ["listen", "read", "row", "apply"] {
+        fleet_purge_errors.with_label_values(&[stage]);
+    }
     let build = gauge_vec(&r, "imgedge_build_info", "Always 1; labels carry the version.", &["version"]);
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     // Series whose labels are known in advance exist from the start at 0: a panel shows 0
@@ -352,6 +383,10 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         config_last_reload_time,
         config_needs_upgrade,
         tenants,
+        fleet_purges,
+        fleet_purge_errors,
+        fleet_listener_up,
+        fleet_purge_seq,
         _build: build,
     }
 });
@@ -576,4 +611,23 @@ pub fn config_needs_upgrade(changed: &[&str]) {
     for section in UPGRADE_SECTIONS {
         M.config_needs_upgrade.with_label_values(&[section]).set(i64::from(changed.contains(section)));
     }
+}
+
+/// A fleet purge applied here: `kind` is `url`, `source` or `tenant`; `peer` when another
+/// node made it.
+pub fn fleet_purge(kind: &str, peer: bool) {
+    M.fleet_purges.with_label_values(&[kind, if peer { "peer" } else { "self" }]).inc();
+}
+
+/// A fleet purge failure: `listen`, `read`, `row` or `apply`.
+pub fn fleet_purge_error(stage: &str) {
+    M.fleet_purge_errors.with_label_values(&[stage]).inc();
+}
+
+pub fn fleet_listener_up(up: bool) {
+    M.fleet_listener_up.set(i64::from(up));
+}
+
+pub fn fleet_purge_seq(seq: u64) {
+    M.fleet_purge_seq.set(i64::try_from(seq).unwrap_or(i64::MAX));
 }

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::answer::Answer;
 use crate::cache::{self, EdgeCache};
 use crate::config::Usage;
+use crate::fleet_purge::FleetPurge;
 use crate::metrics;
 use crate::options;
 use crate::signature;
@@ -30,6 +31,8 @@ pub struct Ops {
     pub tenants: Arc<Tenants>,
     /// Where the usage ledger is, for `GET /usage`.
     pub usage: Usage,
+    /// With `fleet:`: purges go through PostgreSQL to every node.
+    pub fleet: Option<Arc<FleetPurge>>,
 }
 
 /// Hex SHA-256 of a token, as a tenant's `usage_token_sha256` holds it.
@@ -105,7 +108,7 @@ impl Ops {
         let Some(tenant) = q.get("tenant").and_then(|id| set.get(id)).map(|rt| &rt.tenant) else {
             return Answer::plain(StatusCode::NOT_FOUND, "unknown tenant");
         };
-        let persisted = |what: &str, r: std::io::Result<u64>, mut body: serde_json::Value| match r {
+        let persisted = |what: &str, r: Result<u64, String>, mut body: serde_json::Value| match r {
             Ok(g) => {
                 tracing::info!(tenant = %tenant.id, generation = g, "purged {what}");
                 body["generation"] = g.into();
@@ -114,14 +117,20 @@ impl Ops {
             Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot persist purge: {e}")),
         };
         if q.get("all").is_some_and(|v| v == "1" || v == "true") {
-            let r = self.cache.generations.bump(&tenant.id);
+            let r = match &self.fleet {
+                Some(f) => f.bump(&tenant.id, None).await,
+                None => self.cache.generations.bump(&tenant.id).map_err(|e| e.to_string()),
+            };
             return persisted("all cache entries of tenant", r, serde_json::json!({"tenant": tenant.id}));
         }
         if let Some(src) = q.get("source") {
             return match options::parse_source(src, &tenant.parse_context()) {
                 Ok(source) => {
                     let id = cache::source_id(&source);
-                    let r = self.cache.generations.bump_source(&tenant.id, &id);
+                    let r = match &self.fleet {
+                        Some(f) => f.bump(&tenant.id, Some(&id)).await,
+                        None => self.cache.generations.bump_source(&tenant.id, &id).map_err(|e| e.to_string()),
+                    };
                     persisted("every transform of a source", r, serde_json::json!({"tenant": tenant.id, "source": id}))
                 }
                 Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
@@ -147,11 +156,11 @@ impl Ops {
                 Ok(parsed) => {
                     let canonical = parsed.request.canonical();
                     let source = cache::source_id(&parsed.request.source);
+                    let hash = self.cache.variant_hash(&tenant.id, &source, &canonical, cache::INFO_FORMAT);
                     let purged = self.cache.purge_variant(&tenant.id, &source, &canonical, cache::INFO_FORMAT).await;
-                    Answer::json(
-                        StatusCode::OK,
-                        &serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": usize::from(purged)}),
-                    )
+                    let body =
+                        serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": usize::from(purged)});
+                    self.url_purged(&tenant.id, &[hash], body).await
                 }
                 Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
             };
@@ -161,7 +170,7 @@ impl Ops {
                 let request = parsed.request;
                 let canonical = request.canonical();
                 let source = cache::source_id(&request.source);
-                let mut purged = self.cache.purge_request(&tenant.id, &source, &canonical).await;
+                let (mut purged, mut hashes) = self.cache.purge_request(&tenant.id, &source, &canonical).await;
                 // a URL without a format on a negotiating tenant is cached once per format
                 // `Accept` chose, each under the canonical request naming it (as admission
                 // builds it); the source's format is the entry above
@@ -169,13 +178,13 @@ impl Ops {
                     for f in &tenant.negotiate {
                         let mut variant = request.clone();
                         variant.options.format = Some(*f);
-                        purged += self.cache.purge_request(&tenant.id, &source, &variant.canonical()).await;
+                        let (n, h) = self.cache.purge_request(&tenant.id, &source, &variant.canonical()).await;
+                        purged += n;
+                        hashes.extend(h);
                     }
                 }
-                Answer::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged}),
-                )
+                let body = serde_json::json!({"tenant": tenant.id, "canonical": canonical, "purged": purged});
+                self.url_purged(&tenant.id, &hashes, body).await
             }
             Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
         }
@@ -183,6 +192,22 @@ impl Ops {
 }
 
 impl Ops {
+    /// The answer to a URL purge already made here: with `fleet:`, once PostgreSQL has
+    /// recorded its keys for the other nodes.
+    async fn url_purged(&self, tenant: &str, hashes: &[u128], mut body: serde_json::Value) -> Answer {
+        if let Some(f) = &self.fleet {
+            match f.log_url(tenant, hashes).await {
+                Ok(seq) => body["seq"] = seq.into(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "URL purge applied here but not recorded for the fleet");
+                    let msg = format!("purged on this node only, not recorded for the fleet (retry): {e}");
+                    return Answer::plain(StatusCode::SERVICE_UNAVAILABLE, &msg);
+                }
+            }
+        }
+        Answer::json(StatusCode::OK, &body)
+    }
+
     /// Purges one `/grid` URL (`path` after `/grid`). A grid is cached under no single
     /// source (see the edge's admission), in its one output format.
     async fn purge_grid(&self, tenant: &str, ctx: &options::ParseContext<'_>, path: &str) -> Answer {
@@ -192,11 +217,9 @@ impl Ops {
         match options::parse_grid(rest, ctx) {
             Ok(parsed) => {
                 let canonical = parsed.request.canonical();
-                let purged = self.cache.purge_request(tenant, "", &canonical).await;
-                Answer::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"tenant": tenant, "canonical": canonical, "purged": purged}),
-                )
+                let (purged, hashes) = self.cache.purge_request(tenant, "", &canonical).await;
+                let body = serde_json::json!({"tenant": tenant, "canonical": canonical, "purged": purged});
+                self.url_purged(tenant, &hashes, body).await
             }
             Err(e) => Answer::plain(StatusCode::BAD_REQUEST, &format!("{e}")),
         }

@@ -135,6 +135,11 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     // only this user may talk to render: it trusts its request headers
     render_svc.add_uds(&socket, Some(std::fs::Permissions::from_mode(0o600)));
 
+    // before serving: the fleet's purges (or no start at all without PostgreSQL)
+    let fleet_purge = match &config.fleet {
+        Some(f) => Some(crate::fleet_purge::FleetPurge::prepare(f, cache.clone(), &config.cache)?),
+        None => None,
+    };
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
     let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy, ClientTimeouts::new(&config.listen)));
@@ -145,6 +150,9 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
 
     server.add_service(background_service("cache", CacheLifecycle(cache.storage)));
     server.add_service(background_service("usage", usage::Service(usage.clone())));
+    if let Some(f) = &fleet_purge {
+        server.add_service(background_service("fleet purge", crate::fleet_purge::Listener(f.clone())));
+    }
     if let Some(log) = &config.request_log {
         server.add_service(background_service("request log", reqlog::Service(log.clone())));
     }
@@ -156,6 +164,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
             cache: cache.clone(),
             tenants: tenants.clone(),
             usage: config.usage.clone(),
+            fleet: fleet_purge.clone(),
         };
         let mut ops = Service::new("ops".to_owned(), HttpServer::new_app(ops));
         ops.threads = Some(1);

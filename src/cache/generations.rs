@@ -16,6 +16,9 @@ struct State {
     /// tenant → source (`origin:key`) → generation.
     #[serde(default)]
     sources: HashMap<String, HashMap<String, u64>>,
+    /// The last fleet purge (PostgreSQL sequence number) applied here; only with `fleet:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet_seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +94,45 @@ impl Generations {
         })
     }
 
+    /// The last fleet purge applied (see [`Self::raise`]), if this node ever recorded one.
+    pub fn fleet_seq(&self) -> Option<u64> {
+        self.state.read().ok().and_then(|s| s.fleet_seq)
+    }
+
+    /// Raises generations to the fleet's values (`source` empty = the tenant's own), never
+    /// lowering one (a value from PostgreSQL may be older than a local bump), and records
+    /// `seq` as the last fleet purge applied. Persists only when something changed.
+    pub fn raise(&self, values: &[(String, String, u64)], seq: Option<u64>) -> std::io::Result<()> {
+        let changes = |s: &State| {
+            values.iter().any(|(t, src, g)| {
+                let have = if src.is_empty() {
+                    s.tenants.get(t).copied()
+                } else {
+                    s.sources.get(t).and_then(|m| m.get(src)).copied()
+                };
+                have.unwrap_or(0) < *g
+            }) || seq.is_some_and(|q| s.fleet_seq != Some(q))
+        };
+        if !self.state.read().map(|s| changes(&s)).unwrap_or(true) {
+            return Ok(());
+        }
+        self.update(|s| {
+            for (t, src, g) in values {
+                let have = if src.is_empty() {
+                    s.tenants.entry(t.clone()).or_insert(0)
+                } else {
+                    s.sources.entry(t.clone()).or_default().entry(src.clone()).or_insert(0)
+                };
+                *have = (*have).max(*g);
+            }
+            if seq.is_some() {
+                s.fleet_seq = seq;
+            }
+            0
+        })
+        .map(|_| ())
+    }
+
     /// Applies `change` to a copy of the state, persists the copy, then makes it current.
     fn update(&self, change: impl FnOnce(&mut State) -> u64) -> std::io::Result<u64> {
         let poisoned = || std::io::Error::other("generations lock poisoned");
@@ -108,7 +150,7 @@ impl Generations {
 fn parse(file: &Path, bytes: &[u8]) -> Result<State, String> {
     match serde_json::from_slice::<OnDisk>(bytes) {
         Ok(OnDisk::Current(s)) => Ok(s),
-        Ok(OnDisk::Tenants(tenants)) => Ok(State { tenants, sources: HashMap::new() }),
+        Ok(OnDisk::Tenants(tenants)) => Ok(State { tenants, ..State::default() }),
         Err(e) => Err(format!(
             "cache generations file {} is corrupt ({e}): restore it or remove it (entries purged before would be served again)",
             file.display()
@@ -159,6 +201,21 @@ mod tests {
         std::fs::write(&file, b"{\"a\": 3").unwrap();
         let err = Generations::load(Some(file.clone())).err().unwrap();
         assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn fleet_values_raise_and_never_lower() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.json");
+        let g = Generations::load(Some(file.clone())).unwrap();
+        assert_eq!(g.bump("a").unwrap(), 1);
+        assert_eq!(g.bump("a").unwrap(), 2);
+        let v = |t: &str, s: &str, n| (t.to_owned(), s.to_owned(), n);
+        g.raise(&[v("a", "", 1), v("a", "local:x.jpg", 4), v("b", "", 3)], Some(9)).unwrap();
+        let again = Generations::load(Some(file)).unwrap();
+        assert_eq!(again.of("a", "local:x.jpg"), Generation { tenant: 2, source: 4 });
+        assert_eq!(again.get("b"), 3);
+        assert_eq!(again.fleet_seq(), Some(9));
     }
 
     #[test]

@@ -144,13 +144,20 @@ impl EdgeCache {
         key(tenant, self.generations.of(tenant, source), canonical, format)
     }
 
-    /// Removes every format variant of one request; returns how many existed.
-    pub async fn purge_request(&self, tenant: &str, source: &str, canonical: &str) -> usize {
+    /// Removes every format variant of one request; returns how many existed and the
+    /// hashes of every variant's key (present here or not: other nodes may hold them).
+    pub async fn purge_request(&self, tenant: &str, source: &str, canonical: &str) -> (usize, Vec<u128>) {
+        let hashes = FORMAT_VARIANTS.iter().map(|f| self.variant_hash(tenant, source, canonical, f)).collect();
         // concurrently: with a shared store each variant is also a delete there
         let purged =
             futures::future::join_all(FORMAT_VARIANTS.iter().map(|f| self.purge_variant(tenant, source, canonical, f)))
                 .await;
-        purged.into_iter().filter(|&p| p).count()
+        (purged.into_iter().filter(|&p| p).count(), hashes)
+    }
+
+    /// The storage hash of one variant's key under the current generations.
+    pub fn variant_hash(&self, tenant: &str, source: &str, canonical: &str, format: &str) -> u128 {
+        hash_of(&self.key(tenant, source, canonical, format))
     }
 
     /// Removes one entry, here and in the shared store; whether it existed here.

@@ -2,6 +2,7 @@
 //! disk) as a `pingora_cache::Storage`, whole objects only, opened lazily after any fork.
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -105,6 +106,11 @@ pub struct HybridStorage {
     front: Option<Front>,
     /// Set once a close has completed, so the final close does not close twice.
     closed: AtomicBool,
+    /// Keys purged by the fleet while this node was down: lookups miss them until
+    /// [`Self::remove_held`] has removed them from the disk tier (which opens lazily).
+    held: std::sync::RwLock<HashSet<u128>>,
+    /// Whether `held` may be non-empty: keeps the lock off the hit path.
+    holding: AtomicBool,
 }
 
 /// foyer's own runtime for disk I/O, created on first use (after any fork).
@@ -119,7 +125,41 @@ impl HybridStorage {
             disk_reported: [AtomicUsize::new(0), AtomicUsize::new(0)],
             front,
             closed: AtomicBool::new(false),
+            held: std::sync::RwLock::new(HashSet::new()),
+            holding: AtomicBool::new(false),
         }
+    }
+
+    /// Makes lookups of `hashes` miss until [`Self::remove_held`] ran.
+    pub fn hold(&self, hashes: impl IntoIterator<Item = u128>) {
+        if let Ok(mut held) = self.held.write() {
+            held.extend(hashes);
+            self.holding.store(!held.is_empty(), Ordering::Release);
+        }
+    }
+
+    fn is_held(&self, hash: u128) -> bool {
+        // a poisoned lock holds back everything rather than serve a purged key
+        self.holding.load(Ordering::Acquire) && self.held.read().map_or(true, |h| h.contains(&hash))
+    }
+
+    /// Removes the held keys from every tier (opening the storage if needed), then lets
+    /// lookups see their keys again; false if the storage cannot be opened.
+    pub async fn remove_held(&self) -> bool {
+        if self.get().await.is_none() {
+            return false;
+        }
+        let hashes: Vec<u128> = self.held.read().map(|h| h.iter().copied().collect()).unwrap_or_default();
+        for hash in &hashes {
+            self.remove(*hash).await;
+        }
+        if let Ok(mut held) = self.held.write() {
+            for hash in &hashes {
+                held.remove(hash);
+            }
+            self.holding.store(!held.is_empty(), Ordering::Release);
+        }
+        true
     }
 
     /// A fresh, ready-to-send hit for `key`, if the front holds one.
@@ -255,6 +295,13 @@ impl HybridStorage {
 
     async fn write(&self, hash: u128, obj: Object) {
         if let Some(cache) = self.get().await {
+            // a new answer replaces the purged one: nothing of it is left to hold back
+            if self.holding.load(Ordering::Acquire) {
+                if let Ok(mut held) = self.held.write() {
+                    held.remove(&hash);
+                    self.holding.store(!held.is_empty(), Ordering::Release);
+                }
+            }
             MEMORY_ITEMS.fetch_add(1, Ordering::Relaxed);
             cache.insert(hash, obj);
             // after the insert, as in remove(): the front copy (if any) is of the old object
@@ -287,6 +334,9 @@ impl HybridStorage {
 impl Storage for HybridStorage {
     async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = hash_of(key);
+        if self.is_held(hash) {
+            return Ok(None);
+        }
         // read before the storage read: see Front::put
         let removals = self.front.as_ref().map(Front::removals);
         let Some(obj) = self.read(hash).await else {
@@ -341,6 +391,9 @@ impl Storage for HybridStorage {
 
     async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
         let hash = hash_of(key);
+        if self.is_held(hash) {
+            return Ok(false);
+        }
         let Some(old) = self.read(hash).await else {
             return Ok(false);
         };

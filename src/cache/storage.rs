@@ -577,4 +577,33 @@ mod tests {
         assert!(storage.remove(hash_of(&k)).await);
         assert!(storage.front_get(&k, SystemTime::now()).is_none(), "a purge drops it");
     }
+
+    #[tokio::test]
+    async fn held_keys_miss_until_removed_and_a_new_answer_releases_one() {
+        let settings = config::Cache {
+            memory_bytes: 8 << 20,
+            disk: None,
+            max_object_bytes: 1 << 20,
+            lock_timeout: std::time::Duration::from_secs(1),
+            shared: None,
+        };
+        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
+        let (m0, m1) = meta(60, true).serialize().unwrap();
+        let obj = Object { meta0: Bytes::from(m0), meta1: Bytes::from(m1), body: Bytes::from_static(b"old") };
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        let [purged, kept, rewritten] =
+            ["a", "b", "c"].map(|s| key("t", crate::cache::Generation::default(), &format!("/plain/{s}.jpg"), "src"));
+        for k in [&purged, &kept, &rewritten] {
+            storage.write(hash_of(k), obj.clone()).await;
+        }
+        storage.hold([hash_of(&purged), hash_of(&rewritten)]);
+        assert!(storage.lookup(&purged, &trace).await.unwrap().is_none(), "held back");
+        assert!(storage.lookup(&kept, &trace).await.unwrap().is_some());
+        storage.write(hash_of(&rewritten), obj.clone()).await;
+        assert!(storage.lookup(&rewritten, &trace).await.unwrap().is_some(), "a new answer is served");
+        assert!(storage.remove_held().await);
+        assert!(storage.lookup(&purged, &trace).await.unwrap().is_none(), "removed from the storage");
+        assert!(!storage.remove(hash_of(&purged)).await, "gone");
+        assert!(storage.lookup(&rewritten, &trace).await.unwrap().is_some(), "released before, kept");
+    }
 }

@@ -303,3 +303,49 @@ async fn without_postgresql_a_fleet_node_refuses_to_start() {
     assert!(!status.success(), "{status}: {err}");
     assert!(err.contains("fleet.postgres"), "{err}");
 }
+
+#[tokio::test]
+async fn a_bad_row_and_a_postgresql_restart_are_survived() {
+    let pg = Pg::start();
+    let origin = tempfile::tempdir().unwrap();
+    put(origin.path(), "coffee_600x400.jpg");
+    let peers = Peers::new(&["a", "b"]);
+    let a = node(&peers, "a", &pg, origin.path()).await;
+    let b = node(&peers, "b", &pg, origin.path()).await;
+    assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0, "{}", b.log());
+    let path = sign(&format!("/{FIT}/plain/pic.jpg"));
+
+    // a row no node wrote: a key of 1 byte, then a purge after it
+    pg.execute(
+        "INSERT INTO imgedge_purge_urls (seq, tenant, node, keys)
+         VALUES (nextval('imgedge_purge_seq'), 't1', 'elsewhere', ARRAY['\\x01'::bytea]);
+         NOTIFY imgedge_purge;",
+    )
+    .await;
+    let row_errors = r#"imgedge_fleet_purge_errors_total{stage="row"}"#;
+    assert_eq!(b.metric_settled(row_errors, 1.0).await, 1.0, "the bad key was counted\n{}", b.log());
+    b.fill(HOST, &path).await;
+    put(origin.path(), "astronaut_512.jpg");
+    purge(&a, &format!("tenant=t1&url={path}")).await;
+    until_size(&b, &path, NEW, Duration::from_secs(1)).await;
+
+    // PostgreSQL restarts: purges fail meanwhile (and say so), then work again everywhere
+    pg.stop_server();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/purge?tenant=t1&all=1", a.ops))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500, "a purge PostgreSQL did not record is not acknowledged");
+    assert!(r.text().await.unwrap().contains("fleet.postgres"));
+    assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 0.0).await, 0.0, "the loss shows");
+    pg.start_server();
+    b.fill(HOST, &path).await;
+    put(origin.path(), "coffee_600x400.jpg");
+    let r = purge(&a, "tenant=t1&all=1").await;
+    assert!(r["generation"].as_u64().is_some(), "{r}");
+    // the listener reconnects with a backoff of at most 5 s
+    until_size(&b, &path, OLD, Duration::from_secs(10)).await;
+    assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0);
+}

@@ -392,7 +392,11 @@ impl FleetPurge {
                 metrics::fleet_purge("url", true);
             }
         }
-        self.persist(s.seq);
+        // until the keys held at start are gone, the number persisted stays the old one, so
+        // a restart still replays them
+        if !self.persist_start.load(Ordering::Acquire) {
+            self.persist(s.seq);
+        }
         self.applied.store(s.seq, Ordering::Release);
         metrics::fleet_purge_seq(s.seq);
         Ok(())

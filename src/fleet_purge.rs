@@ -386,9 +386,7 @@ impl FleetPurge {
         for (hashes, peer) in &s.urls {
             // the node that purged removed its own copies before it answered
             if *peer {
-                for h in hashes {
-                    self.cache.storage.remove(*h).await;
-                }
+                self.cache.storage.forget(hashes).await;
                 metrics::fleet_purge("url", true);
             }
         }

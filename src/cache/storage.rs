@@ -146,12 +146,9 @@ impl HybridStorage {
     /// Removes the held keys from every tier (opening the storage if needed), then lets
     /// lookups see their keys again; false if the storage cannot be opened.
     pub async fn remove_held(&self) -> bool {
-        if self.get().await.is_none() {
-            return false;
-        }
         let hashes: Vec<u128> = self.held.read().map(|h| h.iter().copied().collect()).unwrap_or_default();
-        for hash in &hashes {
-            self.remove(*hash).await;
+        if !self.forget(&hashes).await {
+            return false;
         }
         if let Ok(mut held) = self.held.write() {
             for hash in &hashes {
@@ -327,6 +324,22 @@ impl HybridStorage {
         }
         self.publish_metrics();
         existed
+    }
+
+    /// Removes entries from every tier without reading whether they exist (a disk read
+    /// each): keys purged on other nodes, most of them never cached here. False if the
+    /// storage cannot be opened.
+    pub async fn forget(&self, hashes: &[u128]) -> bool {
+        let Some(cache) = self.get().await else { return false };
+        for hash in hashes {
+            cache.remove(hash);
+            // after the storage removal, as in remove()
+            if let Some(front) = &self.front {
+                front.remove(*hash);
+            }
+        }
+        self.publish_metrics();
+        true
     }
 }
 

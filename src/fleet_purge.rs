@@ -341,17 +341,17 @@ impl FleetPurge {
     }
 
     /// A new generation for `tenant` (`source` `None`) or one of its sources, committed
-    /// fleet-wide, then applied here; returns it.
-    pub async fn bump(&self, tenant: &str, source: Option<&str>) -> Result<u64, String> {
+    /// fleet-wide, then applied here; returns it and the purge's number.
+    pub async fn bump(&self, tenant: &str, source: Option<&str>) -> Result<(u64, u64), String> {
         let local = match source {
             None => self.cache.generations.get(tenant),
             Some(s) => self.cache.generations.of(tenant, s).source,
         };
-        let (generation, _) = self.commit(Purge::Generation { tenant, source: source.unwrap_or(""), local }).await?;
+        let (generation, seq) = self.commit(Purge::Generation { tenant, source: source.unwrap_or(""), local }).await?;
         let values = [(tenant.to_owned(), source.unwrap_or("").to_owned(), generation)];
         self.cache.generations.raise(&values, None).map_err(|e| format!("cannot persist purge: {e}"))?;
         metrics::fleet_purge(if source.is_some() { "source" } else { "tenant" }, false);
-        Ok(generation)
+        Ok((generation, seq))
     }
 
     /// Records a URL purge (the key hashes of every variant, already removed here) for the

@@ -108,18 +108,22 @@ impl Ops {
         let Some(tenant) = q.get("tenant").and_then(|id| set.get(id)).map(|rt| &rt.tenant) else {
             return Answer::plain(StatusCode::NOT_FOUND, "unknown tenant");
         };
-        let persisted = |what: &str, r: Result<u64, String>, mut body: serde_json::Value| match r {
-            Ok(g) => {
+        // the generation, and with `fleet:` the purge's number
+        let persisted = |what: &str, r: Result<(u64, Option<u64>), String>, mut body: serde_json::Value| match r {
+            Ok((g, seq)) => {
                 tracing::info!(tenant = %tenant.id, generation = g, "purged {what}");
                 body["generation"] = g.into();
+                if let Some(seq) = seq {
+                    body["seq"] = seq.into();
+                }
                 Answer::json(StatusCode::OK, &body)
             }
             Err(e) => Answer::plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot persist purge: {e}")),
         };
         if q.get("all").is_some_and(|v| v == "1" || v == "true") {
             let r = match &self.fleet {
-                Some(f) => f.bump(&tenant.id, None).await,
-                None => self.cache.generations.bump(&tenant.id).map_err(|e| e.to_string()),
+                Some(f) => f.bump(&tenant.id, None).await.map(|(g, seq)| (g, Some(seq))),
+                None => self.cache.generations.bump(&tenant.id).map(|g| (g, None)).map_err(|e| e.to_string()),
             };
             return persisted("all cache entries of tenant", r, serde_json::json!({"tenant": tenant.id}));
         }
@@ -128,8 +132,13 @@ impl Ops {
                 Ok(source) => {
                     let id = cache::source_id(&source);
                     let r = match &self.fleet {
-                        Some(f) => f.bump(&tenant.id, Some(&id)).await,
-                        None => self.cache.generations.bump_source(&tenant.id, &id).map_err(|e| e.to_string()),
+                        Some(f) => f.bump(&tenant.id, Some(&id)).await.map(|(g, seq)| (g, Some(seq))),
+                        None => self
+                            .cache
+                            .generations
+                            .bump_source(&tenant.id, &id)
+                            .map(|g| (g, None))
+                            .map_err(|e| e.to_string()),
                     };
                     persisted("every transform of a source", r, serde_json::json!({"tenant": tenant.id, "source": id}))
                 }

@@ -175,9 +175,11 @@ async fn purges_by_source_and_by_tenant_reach_every_node() {
         assert_ne!(size(&c, &path).await.0, want, "{kind}: cached before the purge");
         let r = purge(&a, query).await;
         assert!(r["generation"].as_u64().is_some(), "{r}");
+        let seq = r["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {r}"));
         let sent = Instant::now();
         assert_eq!(size(&a, &path).await.0, want, "{kind}: on the purging node");
         for s in [&b, &c] {
+            until_applied(s, seq, Duration::from_secs(1)).await;
             until_size(s, &path, want, Duration::from_secs(1)).await;
             // every transform of the source, not only the one asked for
             until_size(s, &other, want, Duration::from_secs(1)).await;

@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{bin, config_text_with, dims, free_port, images_dir, local_tenant_at, sign, Imgedge};
+use crate::harness::{
+    bin, config_text_with, dims, free_port, images_dir, local_tenant_at, sign, Imgedge, S3Server, S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+};
 use crate::pg::Pg;
 
 const TOKEN: &str = "fleet-purge-admin-token-0123";
@@ -38,6 +41,16 @@ impl Peers {
     }
 }
 
+/// Files under `dir`, at any depth.
+fn files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { files(&e.path()) } else { 1 })
+        .sum()
+}
+
 const DISK: &str = "  memory: 8MiB\n  max_object: 3MiB\n  disk: {path: cache, size: 32MiB, block_size: 4MiB}\n";
 
 /// Writes `image` (a file of tests/data/images) as the origin's `pic.jpg`.
@@ -48,9 +61,14 @@ fn put(origin: &Path, image: &str) {
 }
 
 pub async fn node(peers: &Peers, name: &str, pg: &Pg, origin: &Path) -> Imgedge {
+    node_with_cache(peers, name, pg, origin, DISK).await
+}
+
+/// [`node`] with another `cache:` section body.
+pub async fn node_with_cache(peers: &Peers, name: &str, pg: &Pg, origin: &Path, cache: &str) -> Imgedge {
     let tenant = local_tenant_at("t1", HOST, origin);
     let extra = peers.yaml(name, pg);
-    Imgedge::start_config(|dir, edge, ops| config_text_with(dir, edge, ops, &tenant, DISK, &extra)).await
+    Imgedge::start_config(|dir, edge, ops| config_text_with(dir, edge, ops, &tenant, cache, &extra)).await
 }
 
 async fn purge(s: &Imgedge, query: &str) -> serde_json::Value {
@@ -350,4 +368,51 @@ async fn a_bad_row_and_a_postgresql_restart_are_survived() {
     // the listener reconnects with a backoff of at most 5 s
     until_size(&b, &path, OLD, Duration::from_secs(10)).await;
     assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0);
+}
+
+#[tokio::test]
+async fn purges_reach_the_shared_store_too() {
+    let pg = Pg::start();
+    let s3 = S3Server::start().await;
+    let origin = tempfile::tempdir().unwrap();
+    put(origin.path(), "coffee_600x400.jpg");
+    let cache = format!(
+        "{DISK}  shared: {{type: s3, bucket: derived, prefix: purge, endpoint: \"{}\", \
+         access_key_id: \"{S3_ACCESS_KEY}\", secret_access_key: \"{S3_SECRET_KEY}\"}}\n",
+        s3.endpoint
+    );
+    let peers = Peers::new(&["a", "b", "c"]);
+    let a = node_with_cache(&peers, "a", &pg, origin.path(), &cache).await;
+    let b = node_with_cache(&peers, "b", &pg, origin.path(), &cache).await;
+    let by_url = sign(&format!("/{FIT}/plain/pic.jpg"));
+    let by_tenant = sign("/rs:fit:200:200/q:50/plain/pic.jpg");
+
+    // rendered once by A, in the store; B's copy comes from there (no render of its own)
+    for p in [&by_url, &by_tenant] {
+        a.fill(HOST, p).await;
+    }
+    let renders = r#"imgedge_renders_total{outcome="ok"}"#;
+    // the store is written after the answer: wait (bounded) for both objects
+    let stored = || files(&s3.root().join("derived/purge"));
+    for _ in 0..250 {
+        if stored() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored(), 2, "A's renders in the store");
+    b.fill(HOST, &by_url).await;
+    b.fill(HOST, &by_tenant).await;
+    assert_eq!(b.metric(renders).await, 0.0, "B served A's renders from the store\n{}", b.log());
+
+    put(origin.path(), "astronaut_512.jpg");
+    purge(&a, &format!("tenant=t1&url={by_url}")).await;
+    until_size(&b, &by_url, NEW, Duration::from_secs(1)).await;
+    purge(&a, "tenant=t1&all=1").await;
+    until_size(&b, &by_tenant, NEW, Duration::from_secs(1)).await;
+
+    // a node that never saw either image finds only the new ones, in the store or rendered
+    let c = node_with_cache(&peers, "c", &pg, origin.path(), &cache).await;
+    assert_eq!(size(&c, &by_url).await.0, NEW);
+    assert_eq!(size(&c, &by_tenant).await.0, NEW);
 }

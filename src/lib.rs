@@ -5,7 +5,8 @@
 //! crate is the server around it: [`edge`] (the public listener: admission, the hit path,
 //! the proxy), [`cache`] (storage tiers, the front of ready hits, generations), [`render`]
 //! (origin fetch and transform on a Unix socket), [`ops`] (health, metrics, purge),
-//! [`fleet_purge`] (purges shared by a fleet through PostgreSQL),
+//! [`fleet`] (owner routing between nodes), [`fleet_purge`] (purges shared by a fleet
+//! through PostgreSQL),
 //! [`usage`] (metering), [`reqlog`] (the request log), [`answer`] (every error answer), [`tenants`] (the live tenant
 //! set), [`reload`] (signals: config reload, self-started upgrade) and [`server`] (assembly).
 //! README.md § Architecture has the code map.
@@ -15,6 +16,7 @@ pub use imgedge_core::{config, error, negotiate, options, signature, ssrf, trans
 pub mod answer;
 pub mod cache;
 pub mod edge;
+pub mod fleet;
 pub mod fleet_purge;
 pub mod metrics;
 pub mod ops;

@@ -55,6 +55,9 @@ struct Metrics {
     fleet_purge_errors: IntCounterVec,
     fleet_listener_up: IntGauge,
     fleet_purge_seq: IntGauge,
+    fleet_hops: IntCounterVec,
+    fleet_served: IntCounterVec,
+    fleet_peer_up: IntGaugeVec,
     _build: IntGaugeVec,
 }
 
@@ -315,11 +318,33 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     for stage in ["listen", "read", "row", "apply"] {
         fleet_purge_errors.with_label_values(&[stage]);
     }
+    let fleet_hops = counter_vec(
+        &r,
+        "imgedge_fleet_hops_total",
+        "Misses whose key another node owns, by result: ok (the owner answered), failed (the hop failed before \
+         the owner's answer and the miss rendered locally), skipped (the owner is down: rendered locally).",
+        &["result"],
+    );
+    let fleet_served = counter_vec(
+        &r,
+        "imgedge_fleet_served_total",
+        "Requests on the fleet listener, by cache outcome on this node as owner (hit, miss, stale, revalidated, \
+         bypass), or refused (403: a hop that did not verify).",
+        &["cache"],
+    );
+    let fleet_peer_up = gauge_vec(
+        &r,
+        "imgedge_fleet_peer_up",
+        "1 while a fleet node is taken as up by this node's health checks and hops (this node itself included).",
+        &["peer"],
+    );
     let build = gauge_vec(&r, "imgedge_build_info", "Always 1; labels carry the version.", &["version"]);
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     // Series whose labels are known in advance exist from the start at 0: a panel shows 0
     // rather than nothing, and `rate()`/`increase()` see the first event.
-    let known: [(&IntCounterVec, &[&str]); 8] = [
+    let known: [(&IntCounterVec, &[&str]); 10] = [
+        (&fleet_hops, &["ok", "failed", "skipped"]),
+        (&fleet_served, &["hit", "miss", "stale", "revalidated", "bypass", "refused"]),
         (&origin_errors, &["not_found", "timeout", "too_big", "forbidden", "error"]),
         (&cache_errors, &["open", "read", "decode"]),
         (&cache_evictions, &["memory"]),
@@ -387,6 +412,9 @@ static M: Lazy<Metrics> = Lazy::new(|| {
         fleet_purge_errors,
         fleet_listener_up,
         fleet_purge_seq,
+        fleet_hops,
+        fleet_served,
+        fleet_peer_up,
         _build: build,
     }
 });
@@ -630,4 +658,18 @@ pub fn fleet_listener_up(up: bool) {
 
 pub fn fleet_purge_seq(seq: u64) {
     M.fleet_purge_seq.set(i64::try_from(seq).unwrap_or(i64::MAX));
+}
+
+/// A miss whose key another node owns: `ok`, `failed` or `skipped`.
+pub fn fleet_hop(result: &str) {
+    M.fleet_hops.with_label_values(&[result]).inc();
+}
+
+/// A request answered on the fleet listener, by its cache outcome (or `refused`).
+pub fn fleet_served(cache: &str) {
+    M.fleet_served.with_label_values(&[cache]).inc();
+}
+
+pub fn fleet_peer_up(peer: &str, up: bool) {
+    M.fleet_peer_up.with_label_values(&[peer]).set(i64::from(up));
 }

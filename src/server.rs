@@ -17,6 +17,8 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::cache::{EdgeCache, HybridStorage};
 use crate::config::Config;
 use crate::edge::{ClientTimeouts, Edge, EdgeApp, EdgeCore};
+use crate::fleet::serve::FleetService;
+use crate::fleet::{Fleet, Health};
 use crate::ops::Ops;
 use crate::reload::{self, Reloader, Signals, Upgrade};
 use crate::render::Render;
@@ -141,7 +143,9 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
         None => None,
     };
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
-    let proxy = pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket));
+    let fleet = config.fleet.as_ref().map(|f| Arc::new(Fleet::new(f)));
+    let proxy =
+        pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket.clone(), fleet.clone()));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy, ClientTimeouts::new(&config.listen)));
     for addr in &config.listen.edge {
         let buffers = L4BufferSettings::default().write(EDGE_WRITE_BUFFER);
@@ -158,6 +162,14 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     }
     server.add_service(render_svc);
     server.add_service(edge_svc);
+    if let (Some(f), Some(fleet)) = (&config.fleet, fleet) {
+        // the owner's side of hops: same cache storage and lock as the edge
+        let owner = FleetService::new(tenants.clone(), cache.clone(), socket, &f.secret);
+        let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, owner, "fleet");
+        svc.add_tcp(&f.listen.to_string());
+        server.add_service(svc);
+        server.add_service(background_service("fleet health", Health(fleet)));
+    }
     if let Some(addr) = &config.listen.ops {
         let ops = Ops {
             render_socket: config.listen.render_socket.clone(),

@@ -94,6 +94,15 @@ pub fn key(tenant: &str, generation: Generation, canonical: &str, format: &str) 
     CacheKey::new(primary, tenant)
 }
 
+/// The request part of a cache key: the canonical request, and the watermark's identity
+/// when it draws one (a new watermark file makes new entries).
+pub fn key_request<'a>(canonical: &'a str, watermark_id: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match watermark_id {
+        Some(id) => format!("{canonical}\nwm={id}").into(),
+        None => canonical.into(),
+    }
+}
+
 /// The format component of an `/info` answer's key.
 pub const INFO_FORMAT: &str = "json";
 

@@ -67,16 +67,15 @@ pub struct Ctx {
     /// Render's own time and its origin fetch's, from its answer (a miss).
     pub(super) render_us: Option<u64>,
     pub(super) origin_us: Option<u64>,
+    /// Owner routing of this request's miss (a fleet only).
+    pub(super) hop: crate::fleet::HopState,
 }
 
 impl Ctx {
     /// The request part of the cache key: the canonical request, and the watermark's
     /// identity when it draws one (a new watermark file makes new entries).
     pub(crate) fn key_request(&self) -> std::borrow::Cow<'_, str> {
-        match &self.watermark_id {
-            Some(id) => format!("{}\nwm={id}", self.canonical).into(),
-            None => self.canonical.as_str().into(),
-        }
+        crate::cache::key_request(&self.canonical, self.watermark_id.as_deref())
     }
 
     /// A watermark is drawn whose identity is not known yet (the hit path leaves such a
@@ -108,6 +107,7 @@ impl Ctx {
             unverified: None,
             render_us: None,
             origin_us: None,
+            hop: crate::fleet::HopState::default(),
         }
     }
 

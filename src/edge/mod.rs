@@ -36,8 +36,9 @@ use crate::answer::{
     self, Answer, FALLBACK_HEADER, KEY_HEADER, NO_FALLBACK_HEADER, PASSTHROUGH_HEADER, REQUEST_HEADER, SERVED_HEADER,
     TENANT_HEADER, TIMING_HEADER,
 };
-use crate::cache::Outcome;
+use crate::cache::{EdgeCache, Outcome};
 use crate::error::Error;
+use crate::fleet::{hop, Fleet, Route};
 use crate::metrics;
 use admission::RequestParts;
 use ctx::Finished;
@@ -45,11 +46,13 @@ use ctx::Finished;
 pub struct Edge {
     core: Arc<EdgeCore>,
     render_socket: String,
+    /// Owner routing of misses; `None` for a single node.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Edge {
-    pub fn new(core: Arc<EdgeCore>, render_socket: String) -> Self {
-        Edge { core, render_socket }
+    pub fn new(core: Arc<EdgeCore>, render_socket: String, fleet: Option<Arc<Fleet>>) -> Self {
+        Edge { core, render_socket, fleet }
     }
 
     fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Error> {
@@ -81,6 +84,56 @@ impl Edge {
         let loaded = self.core.tenants.watermarks.load(&rt, src).await?;
         ctx.watermark_id = Some(loaded.id);
         Ok(())
+    }
+}
+
+impl Edge {
+    /// The owner's fleet listener when a miss is to hop there: a fleet is configured, the
+    /// request caches, another node owns the key and is up, and this request has not
+    /// failed over to the local render yet.
+    fn owner_peer(&self, session: &Session, ctx: &mut Ctx) -> Result<Option<HttpPeer>> {
+        let Some(fleet) = &self.fleet else { return Ok(None) };
+        ctx.hop.to = None;
+        if ctx.hop.failed_over || !session.cache.enabled() {
+            return Ok(None);
+        }
+        let key = self.cache_key_callback(session, ctx)?;
+        match fleet.route(crate::cache::key_hash(&key)) {
+            Route::Local => Ok(None),
+            Route::Skipped => {
+                metrics::fleet_hop("skipped");
+                Ok(None)
+            }
+            Route::Owner(i) => {
+                let render_timeout = ctx.tenant.as_ref().map_or(Default::default(), |t| t.limits.render_timeout);
+                ctx.hop.to = Some(i);
+                Ok(Some(fleet.peer(i, render_timeout)))
+            }
+        }
+    }
+
+    /// A hop failed before the owner's answer began: the owner is down until a probe
+    /// says otherwise, and the request is retried on the local render.
+    fn hop_failed(&self, ctx: &mut Ctx, mut e: Box<pingora::Error>) -> Box<pingora::Error> {
+        if let (Some(fleet), Some(i)) = (&self.fleet, ctx.hop.to.take()) {
+            fleet.mark_down(i);
+            ctx.hop.failed_over = true;
+            metrics::fleet_hop("failed");
+            e.set_retry(true);
+        }
+        e
+    }
+}
+
+/// The hop's fields of an admitted request.
+fn hop_request(ctx: &Ctx, tenant: &crate::config::Tenant, no_fallback: bool) -> hop::HopRequest {
+    hop::HopRequest {
+        tenant: tenant.id.clone(),
+        source: ctx.source.clone(),
+        canonical: ctx.canonical.clone(),
+        watermark: ctx.watermark_id.clone(),
+        format: ctx.format.to_owned(),
+        no_fallback,
     }
 }
 
@@ -147,6 +200,23 @@ pub(crate) fn render_request(
     Ok(())
 }
 
+/// Turns on pingora-cache for a request with imgedge's storage, lock and size bound: the
+/// edge and the fleet listener share them, so one lock covers a key on this node.
+pub(crate) fn enable_cache(session: &mut Session, cache: &EdgeCache) {
+    session.cache.enable(cache.storage, None, None, Some(cache.lock), None);
+    session.cache.set_max_file_size_bytes(cache.max_object);
+}
+
+/// Whether render's answer is stored: only finished images and "not found" are
+/// cacheable (render marks the rest no-store), for as long as their `Cache-Control` says.
+pub(crate) fn cacheability(resp: &ResponseHeader) -> RespCacheable {
+    if !matches!(resp.status.as_u16(), 200 | 404) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    resp_cacheable(cc.as_ref(), resp.clone(), false, &NO_DEFAULTS)
+}
+
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
 
 /// Writes an error answer from the edge (never cached).
@@ -207,9 +277,7 @@ impl ProxyHttp for Edge {
         if !caches(ctx) {
             return Ok(());
         }
-        let cache = &self.core.cache;
-        session.cache.enable(cache.storage, None, None, Some(cache.lock), None);
-        session.cache.set_max_file_size_bytes(cache.max_object);
+        enable_cache(session, &self.core.cache);
         Ok(())
     }
 
@@ -225,16 +293,14 @@ impl ProxyHttp for Edge {
         resp: &ResponseHeader,
         _ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        // only finished images and "not found" are cacheable; render marks the rest no-store
-        if !matches!(resp.status.as_u16(), 200 | 404) {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-        }
-        let cc = CacheControl::from_resp_headers(resp);
-        Ok(resp_cacheable(cc.as_ref(), resp.clone(), false, &NO_DEFAULTS))
+        Ok(cacheability(resp))
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream = true;
+        if let Some(peer) = self.owner_peer(session, ctx)? {
+            return Ok(Box::new(peer));
+        }
         Ok(Box::new(HttpPeer::new_uds(&self.render_socket, false, String::new())?))
     }
 
@@ -248,7 +314,52 @@ impl ProxyHttp for Edge {
         let tenant =
             ctx.tenant.as_ref().ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no tenant"))?;
         let no_fallback = session.cache.enabled() && session.cache.can_serve_stale_error();
-        render_request(up, &tenant.id, &ctx.canonical, crate::cache::key_hash(&key), no_fallback)
+        render_request(up, &tenant.id, &ctx.canonical, crate::cache::key_hash(&key), no_fallback)?;
+        match (&self.fleet, ctx.hop.to) {
+            (Some(fleet), Some(_)) => {
+                hop::write(up, &fleet.secret, fleet.node(), &hop_request(ctx, tenant, no_fallback))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        self.hop_failed(ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<pingora::Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<pingora::Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.hop.to.is_some() && !ctx.hop.answered {
+            // a pooled connection the owner had closed: once, the owner again on a new one
+            let timed_out = matches!(e.etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+            if client_reused && !timed_out && !ctx.hop.reconnected {
+                ctx.hop.reconnected = true;
+                ctx.hop.to = None;
+                e.set_retry(true);
+                return e;
+            }
+            return self.hop_failed(ctx, e);
+        }
+        // pingora's default policy
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     async fn upstream_response_filter(
@@ -258,6 +369,10 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // render's timings are for the request log; taken out before the answer is cached
+        if ctx.hop.to.is_some() {
+            ctx.hop.answered = true;
+            metrics::fleet_hop("ok");
+        }
         if let Some(v) = resp.remove_header(TIMING_HEADER) {
             (ctx.origin_us, ctx.render_us) = answer::parse_timing(v.as_bytes());
         }

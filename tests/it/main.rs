@@ -21,6 +21,7 @@ mod observe;
 mod ops;
 mod origins;
 mod overload;
+mod owner;
 mod placeholders;
 mod prometheus;
 mod reload;

@@ -445,7 +445,13 @@ async fn dashboard_and_rules_evaluate_to_data_in_a_real_prometheus() {
         dir.path().join("cache").display(),
         s3.endpoint
     );
-    let extra = format!("admin:\n  token: {token}\nusage:\n  flush_interval: 250ms\n  postgres: \"{}\"\n", pg.url());
+    // a fleet of one: its series exist (and its panels show zeros) without peers
+    let fleet = format!(
+        "fleet:\n  node: solo\n  secret: \"prometheus-test-fleet-secret-0123456789\"\n  peers: {{solo: \"127.0.0.1:{}\"}}\n",
+        crate::harness::free_port()
+    );
+    let extra =
+        format!("admin:\n  token: {token}\nusage:\n  flush_interval: 250ms\n  postgres: \"{}\"\n{fleet}", pg.url());
     let s = Imgedge::start_with(&tenants, &cache, &extra).await;
     let mut prom = start_prometheus(&prometheus, dir.path(), s.ops);
     traffic(&s, &origin, token).await;

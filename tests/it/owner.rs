@@ -319,3 +319,23 @@ async fn only_a_verified_hop_reaches_render() {
     let (_, width, _) = dims(&r.bytes().await.unwrap());
     assert_eq!(width, 79, "the answer is the URL's, not the headers'");
 }
+
+#[tokio::test]
+async fn a_head_miss_through_the_owner_caches_the_whole_answer() {
+    let pg = Pg::start();
+    let ports = Ports::new(2);
+    let nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for w in 200..212 {
+        let path = sign(&format!("/w:{w}/plain/coffee_600x400.jpg"));
+        let r = a.request(reqwest::Method::HEAD, "img.test", &path, &[]).await;
+        assert_eq!(r.status(), 200);
+        for node in [a, b] {
+            let r = node.get("img.test", &path).await;
+            assert_eq!(r.status(), 200);
+            let (_, width, _) = dims(&r.bytes().await.unwrap());
+            assert_eq!(width, w);
+        }
+    }
+    assert!(sum(a, "imgedge_fleet_hops_total", "result=\"ok\"").await > 0.0, "some went through b");
+}

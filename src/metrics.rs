@@ -63,7 +63,7 @@ struct Metrics {
 
 /// Config sections a reload (`SIGHUP`) does not apply: a change there needs a restart or a
 /// graceful upgrade. The `section` label of `imgedge_config_needs_upgrade`.
-pub const UPGRADE_SECTIONS: &[&str] = &["pingora", "listen", "render", "cache", "usage", "log"];
+pub const UPGRADE_SECTIONS: &[&str] = &["pingora", "listen", "render", "cache", "usage", "log", "fleet"];
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -34,6 +34,7 @@ struct Fixed {
     cache: config::Cache,
     usage: config::Usage,
     request_log: Option<config::RequestLog>,
+    fleet: Option<config::Fleet>,
 }
 
 impl Fixed {
@@ -45,6 +46,7 @@ impl Fixed {
             cache: c.cache.clone(),
             usage: c.usage.clone(),
             request_log: c.request_log.clone(),
+            fleet: c.fleet.clone(),
         }
     }
 
@@ -69,6 +71,9 @@ impl Fixed {
         }
         if self.request_log != c.request_log {
             out.push("log");
+        }
+        if self.fleet != c.fleet {
+            out.push("fleet");
         }
         out
     }

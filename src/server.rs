@@ -164,7 +164,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     server.add_service(edge_svc);
     if let (Some(f), Some(fleet)) = (&config.fleet, fleet) {
         // the owner's side of hops: same cache storage and lock as the edge
-        let owner = FleetService::new(tenants.clone(), cache.clone(), socket, &f.secret);
+        let owner = FleetService::new(f, tenants.clone(), cache.clone(), socket);
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, owner, "fleet");
         svc.add_tcp(&f.listen.to_string());
         server.add_service(svc);

@@ -217,6 +217,23 @@ pub(crate) fn cacheability(resp: &ResponseHeader) -> RespCacheable {
     resp_cacheable(cc.as_ref(), resp.clone(), false, &NO_DEFAULTS)
 }
 
+/// A fresh answer stored for `key` since this request's cache lookup missed. pingora-cache
+/// looks a key up and only then takes its cache lock: a request whose lookup missed just
+/// before another stored the key, and whose lock came just after that one's was released,
+/// would render the key again. Looked up once more before going upstream (a lookup that
+/// hits fills the front).
+pub(crate) async fn stored_since_lookup(cache: &EdgeCache, key: &CacheKey) -> Option<Arc<crate::cache::FrontEntry>> {
+    use pingora_cache::Storage;
+    let hash = crate::cache::key_hash(key);
+    let found = cache.storage.front_get_hashed(hash, SystemTime::now());
+    if found.is_some() {
+        return found;
+    }
+    let trace = pingora_cache::trace::Span::inactive();
+    cache.storage.lookup(key, &trace.handle()).await.ok()??;
+    cache.storage.front_get_hashed(hash, SystemTime::now())
+}
+
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));
 
 /// Writes an error answer from the edge (never cached).
@@ -296,6 +313,17 @@ impl ProxyHttp for Edge {
         Ok(cacheability(resp))
     }
 
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !session.cache.enabled() {
+            return Ok(true);
+        }
+        let key = self.cache_key_callback(session, ctx)?;
+        if stored_since_lookup(&self.core.cache, &key).await.is_some() && self.serve_front(session, ctx).await? {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream = true;
         if let Some(peer) = self.owner_peer(session, ctx)? {
@@ -369,7 +397,12 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // render's timings are for the request log; taken out before the answer is cached
-        if ctx.hop.to.is_some() {
+        if let (Some(fleet), Some(i)) = (&self.fleet, ctx.hop.to) {
+            // only the owner's fleet listener answers a hop; anything else fails it over
+            let owner = resp.remove_header(hop::OWNER_HEADER);
+            if owner.as_ref().map(|v| v.as_bytes()) != Some(fleet.peers[i].name.as_bytes()) {
+                return Err(pingora::Error::explain(ErrorType::InvalidHTTPHeader, "not the owner's answer"));
+            }
             ctx.hop.answered = true;
             metrics::fleet_hop("ok");
         }

@@ -21,6 +21,10 @@ pub const MAC_HEADER: &str = "x-imgedge-fleet-mac";
 pub const SOURCE_HEADER: &str = "x-imgedge-fleet-source";
 pub const WATERMARK_HEADER: &str = "x-imgedge-fleet-watermark";
 pub const FORMAT_HEADER: &str = "x-imgedge-fleet-format";
+/// Set by the owner on every answer to a verified hop (its node name): the requester takes
+/// an answer without it, or from another node, as a failed hop (a peer address that is
+/// not that node's fleet listener, or a secret that differs) and renders locally.
+pub const OWNER_HEADER: &str = "x-imgedge-fleet-owner";
 /// The path of a hop on the fleet listener.
 pub const PATH: &str = "/fleet/render";
 /// The path peers probe.

@@ -192,9 +192,10 @@ impl Fleet {
         }
     }
 
-    /// The probe's bound: short, and never longer than the period between probes.
+    /// The probe's bound: a connect and a short answer. Not the probe period: a busy
+    /// but healthy peer must not be taken as down (its keys would render twice).
     fn probe_timeout(&self) -> Duration {
-        (self.connect_timeout + self.peer_timeout).min(self.health_interval)
+        self.connect_timeout + self.peer_timeout
     }
 }
 

@@ -21,11 +21,13 @@ use super::hop::{self, HopRequest};
 use crate::answer::{Answer, TIMING_HEADER};
 use crate::cache::EdgeCache;
 use crate::config::Tenant;
-use crate::edge::{cacheability, enable_cache, render_request};
+use crate::edge::{cacheability, enable_cache, render_request, stored_since_lookup};
 use crate::metrics;
 use crate::tenants::Tenants;
 
 pub struct FleetService {
+    /// This node's name, on every answer to a hop ([`hop::OWNER_HEADER`]).
+    node: String,
     tenants: Arc<Tenants>,
     cache: Arc<EdgeCache>,
     render_socket: String,
@@ -33,8 +35,8 @@ pub struct FleetService {
 }
 
 impl FleetService {
-    pub fn new(tenants: Arc<Tenants>, cache: Arc<EdgeCache>, render_socket: String, secret: &str) -> Self {
-        FleetService { tenants, cache, render_socket, secret: secret.as_bytes().to_vec() }
+    pub fn new(f: &crate::config::Fleet, tenants: Arc<Tenants>, cache: Arc<EdgeCache>, render_socket: String) -> Self {
+        FleetService { node: f.node.clone(), tenants, cache, render_socket, secret: f.secret.as_bytes().to_vec() }
     }
 }
 
@@ -143,6 +145,23 @@ impl ProxyHttp for FleetService {
         Ok(cacheability(resp))
     }
 
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut HopCtx) -> Result<bool> {
+        if !session.cache.enabled() || session.req_header().headers.contains_key(http::header::RANGE) {
+            return Ok(true);
+        }
+        let key = self.cache_key_callback(session, ctx)?;
+        let Some(entry) = stored_since_lookup(&self.cache, &key).await else { return Ok(true) };
+        let mut header = entry.header(std::time::SystemTime::now())?;
+        self.response_filter(session, &mut header, ctx).await?;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(header, head).await?;
+        if !head {
+            session.write_response_body(Some(entry.body().clone()), true).await?;
+        }
+        ctx.answered = Some("hit");
+        Ok(false)
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut HopCtx) -> Result<Box<HttpPeer>> {
         ctx.upstream = true;
         Ok(Box::new(HttpPeer::new_uds(&self.render_socket, false, String::new())?))
@@ -181,6 +200,8 @@ impl ProxyHttp for FleetService {
         if let Some(t) = ctx.timing.take() {
             resp.insert_header(TIMING_HEADER, t)?;
         }
+        // after caching: the stored answer never carries it
+        resp.insert_header(hop::OWNER_HEADER, self.node.as_str())?;
         Ok(())
     }
 

@@ -8,18 +8,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{config_text_with, dims, free_port, images_dir, local_tenant_at, sign, Imgedge, DEFAULT_CACHE};
+use crate::harness::{
+    config_text_with, dims, free_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE,
+};
 use crate::pg::Pg;
 
-pub const SECRET: &str = "fleet-test-secret-0123456789abcdef";
 const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// A loopback port below the ephemeral range, never handed out twice by this process: a
+/// fleet port is bound only once its node starts, and a port from `free_port` could go
+/// to another test's listener in between (a hop would then reach another fleet).
+fn fleet_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize % 400) * 25;
+    for _ in 0..2_000 {
+        let port = (base + NEXT.fetch_add(1, Ordering::SeqCst) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
 
 /// Fleet listener ports of the nodes, in [`NAMES`] order.
 pub struct Ports(pub Vec<u16>);
 
 impl Ports {
     pub fn new(n: usize) -> Ports {
-        Ports((0..n).map(|_| free_port()).collect())
+        Ports((0..n).map(|_| fleet_port()).collect())
+    }
+
+    /// This fleet's own secret: no other test's fleet verifies its hops.
+    pub fn secret(&self) -> String {
+        format!("fleet-test-secret-{}-0123456789abcdef", self.0[0])
     }
 
     fn peers(&self) -> String {
@@ -28,32 +49,30 @@ impl Ports {
     }
 }
 
-/// The `usage:`, `limits:` and `fleet:` sections of node `i`.
-pub fn fleet_yaml(pg: &Pg, ports: &Ports, i: usize, extra_fleet: &str) -> String {
+/// The `usage:`, `limits:` and `fleet:` sections of node `i`, probing peers every
+/// `health` (a long period keeps a slow probe on a busy machine from taking a peer down).
+pub fn fleet_yaml(pg: &Pg, ports: &Ports, i: usize, health: &str) -> String {
     format!(
-        "usage:\n  flush_interval: 200ms\n  postgres: \"{url}\"\nlimits:\n  render_timeout: 3s\nfleet:\n  node: {node}\n  \
-         secret: \"{SECRET}\"\n  peers: {peers}\n  connect_timeout: 200ms\n  peer_timeout: 500ms\n  \
-         health_interval: 200ms\n{extra_fleet}",
+        "usage:\n  flush_interval: 200ms\n  postgres: \"{url}\"\nlimits:\n  render_timeout: 10s\nfleet:\n  node: {node}\n  \
+         secret: \"{secret}\"\n  peers: {peers}\n  connect_timeout: 200ms\n  peer_timeout: 1s\n  \
+         health_interval: {health}\n",
         url = pg.url(),
         node = NAMES[i],
         peers = ports.peers(),
+        secret = ports.secret(),
     )
 }
 
-/// Starts one node per port, each with its own directory and cache.
-pub async fn start_nodes(pg: &Pg, ports: &Ports, root: &Path) -> Vec<Imgedge> {
+/// Starts node `i` of the fleet with its own directory and cache.
+pub async fn start_node(pg: &Pg, ports: &Ports, i: usize, root: &Path, health: &str) -> Imgedge {
     let tenant = local_tenant_at("t1", "img.test", root);
-    let starts = (0..ports.0.len()).map(|i| {
-        let extra = fleet_yaml(pg, ports, i, "");
-        let tenant = tenant.clone();
-        async move {
-            Imgedge::start_config(move |dir, edge, ops| {
-                config_text_with(dir, edge, ops, &tenant, DEFAULT_CACHE, &extra)
-            })
-            .await
-        }
-    });
-    futures::future::join_all(starts).await
+    let extra = fleet_yaml(pg, ports, i, health);
+    Imgedge::start_config(move |dir, edge, ops| config_text_with(dir, edge, ops, &tenant, DEFAULT_CACHE, &extra)).await
+}
+
+/// Starts one node per port.
+pub async fn start_nodes(pg: &Pg, ports: &Ports, root: &Path, health: &str) -> Vec<Imgedge> {
+    futures::future::join_all((0..ports.0.len()).map(|i| start_node(pg, ports, i, root, health))).await
 }
 
 /// Sum of every sample of `name` whose labels contain `labels` (`""` for all).
@@ -121,7 +140,7 @@ async fn ledger(pg: &Pg, requests: u64) -> imgedge::usage::Totals {
 async fn each_transform_renders_once_in_the_fleet_and_is_billed_where_it_was_asked() {
     let pg = Pg::start();
     let ports = Ports::new(3);
-    let nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let nodes = start_nodes(&pg, &ports, &images_dir(), "10s").await;
     let nodes: Vec<&Imgedge> = nodes.iter().collect();
 
     // 40 transforms × 15 requests, each to a node drawn at random, 8 at a time
@@ -146,7 +165,20 @@ async fn each_transform_renders_once_in_the_fleet_and_is_billed_where_it_was_ask
     futures::future::join_all((0..8).map(|_| worker())).await;
 
     let renders = fleet_sum(&nodes, "imgedge_renders_total", "").await;
-    assert_eq!(renders, 40.0, "one render per transform in the whole fleet");
+    let mut seen = String::new();
+    for node in &nodes {
+        let text = node.ops_get("/metrics").await.text().await.unwrap();
+        seen += &text
+            .lines()
+            .filter(|l| l.starts_with("imgedge_fleet") || l.starts_with("imgedge_renders_total"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        seen += "\n";
+        seen +=
+            &node.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n");
+        seen += "\n--\n";
+    }
+    assert_eq!(renders, 40.0, "one render per transform in the whole fleet\n{seen}");
     for (n, node) in nodes.iter().enumerate() {
         assert!(per_node[n].load(Ordering::SeqCst) > 100, "node {n} answered its share");
         assert!(sum(node, "imgedge_renders_total", "").await > 0.0, "node {n} owns some keys");
@@ -175,7 +207,7 @@ async fn each_transform_renders_once_in_the_fleet_and_is_billed_where_it_was_ask
 async fn a_killed_node_fails_no_request() {
     let pg = Pg::start();
     let ports = Ports::new(3);
-    let mut nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let mut nodes = start_nodes(&pg, &ports, &images_dir(), "10s").await;
     for t in 0..20 {
         let r = nodes[t % 3].get("img.test", &transform(t)).await;
         assert_eq!(r.status(), 200);
@@ -220,17 +252,17 @@ fn signal(node: &Imgedge, sig: &str) {
 async fn a_stopped_node_is_skipped_and_used_again_once_it_answers() {
     let pg = Pg::start();
     let ports = Ports::new(3);
-    let nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let nodes = start_nodes(&pg, &ports, &images_dir(), "200ms").await;
     let (a, c) = (&nodes[0], &nodes[2]);
     signal(c, "-STOP");
     peer_up_becomes(a, "c", 0.0).await;
-    // c is skipped, not waited for: its read timeout is 3.5 s
+    // c is skipped, not waited for: a hop to it would wait 11 s (render_timeout + peer_timeout)
     for t in 0..20 {
         let started = Instant::now();
         let r = a.get("img.test", &transform(t)).await;
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(3), "transform {t} took {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5), "transform {t} took {:?}", started.elapsed());
     }
     assert!(sum(a, "imgedge_fleet_hops_total", "result=\"skipped\"").await > 0.0, "c owns some of the keys");
     signal(c, "-CONT");
@@ -266,7 +298,7 @@ fn now() -> u64 {
 async fn only_a_verified_hop_reaches_render() {
     let pg = Pg::start();
     let ports = Ports::new(2);
-    let nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let nodes = start_nodes(&pg, &ports, &images_dir(), "10s").await;
     let b = &nodes[1];
     let fleet = format!("http://127.0.0.1:{}", ports.0[1]);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -280,7 +312,7 @@ async fn only_a_verified_hop_reaches_render() {
     assert_eq!(client.get(format!("{fleet}/fleet/health")).send().await.unwrap().status(), 200);
 
     let canonical = "/w:77/plain/local:coffee_600x400.jpg";
-    let good = hop_headers(SECRET, now(), canonical);
+    let good = hop_headers(&ports.secret(), now(), canonical);
     let mut forged = good.clone();
     for (k, v) in &mut forged {
         if k == "x-imgedge-request" {
@@ -290,8 +322,8 @@ async fn only_a_verified_hop_reaches_render() {
     let refused = [
         ("missing", vec![("x-imgedge-tenant".to_owned(), "t1".to_owned())]),
         ("forged", forged),
-        ("stale", hop_headers(SECRET, now() - 31, canonical)),
-        ("future", hop_headers(SECRET, now() + 31, canonical)),
+        ("stale", hop_headers(&ports.secret(), now() - 31, canonical)),
+        ("future", hop_headers(&ports.secret(), now() + 31, canonical)),
         ("other secret", hop_headers("another-secret-of-the-same-length!!", now(), canonical)),
     ];
     for (what, headers) in refused {
@@ -310,7 +342,8 @@ async fn only_a_verified_hop_reaches_render() {
 
     // hop headers sent to the public edge are dropped with every other client header
     let path = sign("/w:79/plain/coffee_600x400.jpg");
-    let mut headers: Vec<(String, String)> = hop_headers(SECRET, now(), "/w:80/plain/local:coffee_600x400.jpg");
+    let mut headers: Vec<(String, String)> =
+        hop_headers(&ports.secret(), now(), "/w:80/plain/local:coffee_600x400.jpg");
     headers.push(("x-imgedge-no-fallback".into(), "1".into()));
     let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = b.request(reqwest::Method::GET, "img.test", &path, &refs).await;
@@ -324,7 +357,7 @@ async fn only_a_verified_hop_reaches_render() {
 async fn a_head_miss_through_the_owner_caches_the_whole_answer() {
     let pg = Pg::start();
     let ports = Ports::new(2);
-    let nodes = start_nodes(&pg, &ports, &images_dir()).await;
+    let nodes = start_nodes(&pg, &ports, &images_dir(), "10s").await;
     let (a, b) = (&nodes[0], &nodes[1]);
     for w in 200..212 {
         let path = sign(&format!("/w:{w}/plain/coffee_600x400.jpg"));
@@ -338,4 +371,23 @@ async fn a_head_miss_through_the_owner_caches_the_whole_answer() {
         }
     }
     assert!(sum(a, "imgedge_fleet_hops_total", "result=\"ok\"").await > 0.0, "some went through b");
+}
+
+#[tokio::test]
+async fn a_peer_address_that_is_no_fleet_listener_fails_no_request() {
+    // b's address is a plain HTTP server: it answers hops, but not as b's fleet listener
+    let pg = Pg::start();
+    let impostor = HttpOrigin::start(images_dir()).await;
+    let ports = Ports(vec![fleet_port(), impostor.addr.port()]);
+    let a = start_node(&pg, &ports, 0, &images_dir(), "10s").await;
+    for w in 300..316 {
+        let r = a.get("img.test", &sign(&format!("/w:{w}/plain/coffee_600x400.jpg"))).await;
+        assert_eq!(r.status(), 200, "{}", a.log());
+        let (_, width, _) = dims(&r.bytes().await.unwrap());
+        assert_eq!(width, w);
+    }
+    assert_eq!(impostor.hits("/fleet/render"), 1, "tried once, then taken as down");
+    assert_eq!(sum(&a, "imgedge_fleet_hops_total", "result=\"failed\"").await, 1.0);
+    assert!(sum(&a, "imgedge_fleet_hops_total", "result=\"skipped\"").await > 0.0);
+    assert_eq!(sum(&a, "imgedge_renders_total", "").await, 16.0);
 }

@@ -229,9 +229,16 @@ pub(crate) async fn stored_since_lookup(cache: &EdgeCache, key: &CacheKey) -> Op
     if found.is_some() {
         return found;
     }
-    let trace = pingora_cache::trace::Span::inactive();
-    cache.storage.lookup(key, &trace.handle()).await.ok()??;
-    cache.storage.front_get_hashed(hash, SystemTime::now())
+    // a storage write elsewhere while the lookup fills the front makes it drop the copy
+    for _ in 0..3 {
+        let trace = pingora_cache::trace::Span::inactive();
+        cache.storage.lookup(key, &trace.handle()).await.ok()??;
+        let found = cache.storage.front_get_hashed(hash, SystemTime::now());
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 static NO_DEFAULTS: Lazy<CacheMetaDefaults> = Lazy::new(|| CacheMetaDefaults::new(|_| None, 0, 0));

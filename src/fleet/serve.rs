@@ -18,10 +18,10 @@ use pingora_cache::{CachePhase, RespCacheable};
 use pingora_proxy::{ProxyHttp, Session};
 
 use super::hop::{self, HopRequest};
-use crate::answer::{Answer, TIMING_HEADER};
+use crate::answer::{Answer, SERVED_HEADER, TIMING_HEADER};
 use crate::cache::EdgeCache;
 use crate::config::Tenant;
-use crate::edge::{cacheability, enable_cache, render_request, stored_since_lookup};
+use crate::edge::{cacheability, enable_cache, render_request};
 use crate::metrics;
 use crate::tenants::Tenants;
 
@@ -48,6 +48,8 @@ pub struct HopCtx {
     answered: Option<&'static str>,
     /// Render's timings, kept out of the cache and passed back to the requester.
     timing: Option<http::HeaderValue>,
+    /// Render's [`SERVED_HEADER`] (a shared store hit), likewise.
+    served: Option<http::HeaderValue>,
     upstream: bool,
 }
 
@@ -83,6 +85,23 @@ fn served_label(session: &Session, ctx: &HopCtx) -> &'static str {
         _ if ctx.upstream => "miss",
         _ => "bypass",
     }
+}
+
+/// A fresh stored answer for `key` (header with its `Age`, and body), if there is one.
+async fn stored(storage: &'static crate::cache::HybridStorage, key: &CacheKey) -> Option<(Box<ResponseHeader>, Bytes)> {
+    use pingora_cache::Storage;
+    let trace = pingora_cache::trace::Span::inactive();
+    let (meta, mut hit) = storage.lookup(key, &trace.handle()).await.ok()??;
+    if !meta.is_fresh(std::time::SystemTime::now()) {
+        return None;
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = hit.read_body().await.ok()? {
+        body.extend_from_slice(&chunk);
+    }
+    let mut header = Box::new(meta.response_header_copy());
+    header.insert_header(http::header::AGE, meta.age().as_secs()).ok()?;
+    Some((header, body.freeze()))
 }
 
 fn no_hop() -> Box<pingora::Error> {
@@ -146,17 +165,18 @@ impl ProxyHttp for FleetService {
     }
 
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut HopCtx) -> Result<bool> {
-        if !session.cache.enabled() || session.req_header().headers.contains_key(http::header::RANGE) {
+        if !session.cache.enabled() {
             return Ok(true);
         }
+        // as the edge does (`edge::stored_since_lookup`), from the stored object itself: the
+        // owner is where a key's concurrent misses meet
         let key = self.cache_key_callback(session, ctx)?;
-        let Some(entry) = stored_since_lookup(&self.cache, &key).await else { return Ok(true) };
-        let mut header = entry.header(std::time::SystemTime::now())?;
+        let Some((mut header, body)) = stored(self.cache.storage, &key).await else { return Ok(true) };
         self.response_filter(session, &mut header, ctx).await?;
         let head = session.req_header().method == http::Method::HEAD;
         session.write_response_header(header, head).await?;
         if !head {
-            session.write_response_body(Some(entry.body().clone()), true).await?;
+            session.write_response_body(Some(body), true).await?;
         }
         ctx.answered = Some("hit");
         Ok(false)
@@ -185,12 +205,15 @@ impl ProxyHttp for FleetService {
         ctx: &mut HopCtx,
     ) -> Result<()> {
         ctx.timing = resp.remove_header(TIMING_HEADER);
+        ctx.served = resp.remove_header(SERVED_HEADER);
         Ok(())
     }
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut HopCtx) -> Result<()> {
-        // a hit carries its age: the requester gets the lifetime left, not the whole TTL
+        // a hit carries its age: the requester gets the lifetime left, not the whole TTL,
+        // and bills a hit (nothing was rendered for it)
         if let Some(age) = resp.remove_header(&http::header::AGE) {
+            ctx.served = Some(http::HeaderValue::from_static("peer"));
             let age = age.to_str().ok().and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
             let cc = resp.headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
             if let Some(cc) = cc {
@@ -199,6 +222,9 @@ impl ProxyHttp for FleetService {
         }
         if let Some(t) = ctx.timing.take() {
             resp.insert_header(TIMING_HEADER, t)?;
+        }
+        if let Some(v) = ctx.served.take() {
+            resp.insert_header(SERVED_HEADER, v)?;
         }
         // after caching: the stored answer never carries it
         resp.insert_header(hop::OWNER_HEADER, self.node.as_str())?;

@@ -371,6 +371,20 @@ async fn a_head_miss_through_the_owner_caches_the_whole_answer() {
         }
     }
     assert!(sum(a, "imgedge_fleet_hops_total", "result=\"ok\"").await > 0.0, "some went through b");
+
+    // once either node has a transform, the other's miss is answered from the owner's
+    // cache: nothing rendered for it, so a hit
+    let renders = fleet_sum(&[a, b], "imgedge_renders_total", "").await;
+    for w in 220..232 {
+        let path = sign(&format!("/w:{w}/plain/coffee_600x400.jpg"));
+        // until b answers it from its own cache: the owner (either node) has stored it
+        b.fill("img.test", &path).await;
+        let r = a.get("img.test", &path).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "HIT", "w:{w}: {:?}", r.headers());
+        assert!(r.headers().keys().all(|k| !k.as_str().starts_with("x-imgedge")), "{:?}", r.headers());
+    }
+    assert_eq!(fleet_sum(&[a, b], "imgedge_renders_total", "").await, renders + 12.0);
 }
 
 #[tokio::test]

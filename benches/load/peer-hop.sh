@@ -70,6 +70,8 @@ get() {
     { read -r code t; [[ $code == 200 ]] || { echo "HTTP $code for $3" >&2; exit 1; }
       echo "$(tr -d '\r' < "$work/h" | awk -F': ' 'tolower($1)=="x-cache"{print $2}') $t"; }
 }
+# A's hops answered by their owner so far: a request that moved it was a hop
+hops() { curl -s http://127.0.0.1:9121/metrics | awk '$1 == "imgedge_fleet_hops_total{result=\"ok\"}" {print $2}'; }
 url() { echo "/_/rs:fit:$1:0/plain/coffee_600x400.jpg@webp"; }
 stats() { sort -g | awk '{v[NR]=$1} END{printf "%.3f %.3f\n", v[int((NR+1)/2)]*1000, v[int(NR*0.9+0.5)]*1000}'; }
 
@@ -81,8 +83,9 @@ for r in $(seq "$R"); do
   for i in $(seq "$N"); do
     u=$(url $((100 + (r * N + i) % 500)))
     get 8122 cached.test "$u" >/dev/null
-    read -r cache t < <(get 8121 cached.test "$u")
-    [[ $cache == MISS ]] && echo "$t" >> "$work/hop"
+    before=$(hops)
+    read -r _ t < <(get 8121 cached.test "$u")
+    [[ $(hops) != "$before" ]] && echo "$t" >> "$work/hop"
     read -r _ t < <(get 8121 cached.test "$u")
     echo "$t" >> "$work/hit"
     read -r _ t < <(get 8121 render.test "$u")

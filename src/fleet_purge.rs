@@ -115,6 +115,8 @@ pub struct FleetPurge {
     cache: Arc<EdgeCache>,
     /// The last purge number applied here.
     applied: AtomicU64,
+    /// The last purge number committed by this node (applied here before it answered).
+    committed: AtomicU64,
     /// Whether the start-up number still has to be persisted (after the held keys went).
     persist_start: std::sync::atomic::AtomicBool,
 }
@@ -301,6 +303,7 @@ impl FleetPurge {
             client: tokio::sync::Mutex::new(None),
             cache,
             applied: AtomicU64::new(snapshot.seq),
+            committed: AtomicU64::new(0),
             persist_start: std::sync::atomic::AtomicBool::new(true),
         }))
     }
@@ -337,6 +340,9 @@ impl FleetPurge {
             // dropping the connection rolls back whatever the transaction had done
             *guard = None;
         }
+        if let Ok((_, seq)) = &r {
+            self.committed.fetch_max(*seq, Ordering::AcqRel);
+        }
         r.map_err(|e| format!("fleet.postgres: {e}"))
     }
 
@@ -361,6 +367,12 @@ impl FleetPurge {
         let (_, seq) = self.commit(Purge::Url { tenant, keys: &keys }).await?;
         metrics::fleet_purge("url", false);
         Ok(seq)
+    }
+
+    /// The last purge this node's answers reflect: applied from the fleet, or made here.
+    /// A key's owner that has seen less answers a hop without its cache (`fleet::serve`).
+    pub fn seen(&self) -> u64 {
+        self.applied.load(Ordering::Acquire).max(self.committed.load(Ordering::Acquire))
     }
 
     /// Reads and applies everything numbered after the last purge applied.

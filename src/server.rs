@@ -143,7 +143,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
         None => None,
     };
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
-    let fleet = config.fleet.as_ref().map(|f| Arc::new(Fleet::new(f)));
+    let fleet = config.fleet.as_ref().map(|f| Arc::new(Fleet::new(f).with_purges(fleet_purge.clone())));
     let proxy =
         pingora_proxy::http_proxy(&server.configuration, Edge::new(core.clone(), socket.clone(), fleet.clone()));
     let mut edge_svc = Service::new("edge".to_owned(), EdgeApp::new(core, proxy, ClientTimeouts::new(&config.listen)));
@@ -164,7 +164,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     server.add_service(edge_svc);
     if let (Some(f), Some(fleet)) = (&config.fleet, fleet) {
         // the owner's side of hops: same cache storage and lock as the edge
-        let owner = FleetService::new(f, tenants.clone(), cache.clone(), socket);
+        let owner = FleetService::new(f, tenants.clone(), cache.clone(), socket, fleet_purge.clone());
         let mut svc = pingora_proxy::http_proxy_service_with_name(&server.configuration, owner, "fleet");
         svc.add_tcp(&f.listen.to_string());
         server.add_service(svc);

@@ -126,7 +126,7 @@ impl Edge {
 }
 
 /// The hop's fields of an admitted request.
-fn hop_request(ctx: &Ctx, tenant: &crate::config::Tenant, no_fallback: bool) -> hop::HopRequest {
+fn hop_request(ctx: &Ctx, tenant: &crate::config::Tenant, no_fallback: bool, seq: u64) -> hop::HopRequest {
     hop::HopRequest {
         tenant: tenant.id.clone(),
         source: ctx.source.clone(),
@@ -134,6 +134,7 @@ fn hop_request(ctx: &Ctx, tenant: &crate::config::Tenant, no_fallback: bool) -> 
         watermark: ctx.watermark_id.clone(),
         format: ctx.format.to_owned(),
         no_fallback,
+        seq,
     }
 }
 
@@ -352,7 +353,7 @@ impl ProxyHttp for Edge {
         render_request(up, &tenant.id, &ctx.canonical, crate::cache::key_hash(&key), no_fallback)?;
         match (&self.fleet, ctx.hop.to) {
             (Some(fleet), Some(_)) => {
-                hop::write(up, &fleet.secret, fleet.node(), &hop_request(ctx, tenant, no_fallback))
+                hop::write(up, &fleet.secret, fleet.node(), &hop_request(ctx, tenant, no_fallback, fleet.seen()))
             }
             _ => Ok(()),
         }

@@ -21,6 +21,7 @@ pub const MAC_HEADER: &str = "x-imgedge-fleet-mac";
 pub const SOURCE_HEADER: &str = "x-imgedge-fleet-source";
 pub const WATERMARK_HEADER: &str = "x-imgedge-fleet-watermark";
 pub const FORMAT_HEADER: &str = "x-imgedge-fleet-format";
+pub const SEQ_HEADER: &str = "x-imgedge-fleet-seq";
 /// Set by the owner on every answer to a verified hop (its node name): the requester takes
 /// an answer without it, or from another node, as a failed hop (a peer address that is
 /// not that node's fleet listener, or a secret that differs) and renders locally.
@@ -47,6 +48,9 @@ pub struct HopRequest {
     /// The output-format part of the cache key.
     pub format: String,
     pub no_fallback: bool,
+    /// The last fleet purge the requester has seen (`FleetPurge::seen`): an owner that has
+    /// seen less may hold what was purged, and answers without its cache.
+    pub seq: u64,
 }
 
 /// HMAC-SHA256 over the node, the time and every field, each length-prefixed so no two
@@ -57,7 +61,8 @@ pub fn mac(secret: &[u8], node: &str, time: u64, r: &HopRequest) -> Hmac<Sha256>
     let time = time.to_string();
     let wm = r.watermark.as_deref().map_or(String::new(), |w| format!("+{w}"));
     let flag = if r.no_fallback { "1" } else { "0" };
-    for part in ["imgedge-hop-1", node, &time, &r.tenant, &r.source, &r.canonical, &wm, &r.format, flag] {
+    let seq = r.seq.to_string();
+    for part in ["imgedge-hop-1", node, &time, &r.tenant, &r.source, &r.canonical, &wm, &r.format, flag, &seq] {
         m.update(&(part.len() as u32).to_be_bytes());
         m.update(part.as_bytes());
     }
@@ -92,6 +97,7 @@ pub fn write_at(up: &mut RequestHeader, secret: &[u8], node: &str, time: u64, r:
         }
     }
     up.insert_header(FORMAT_HEADER, r.format.as_str())?;
+    up.insert_header(SEQ_HEADER, r.seq.to_string())?;
     up.insert_header(NODE_HEADER, node)?;
     up.insert_header(TIME_HEADER, time.to_string())?;
     let tag = mac(secret, node, time, r).finalize().into_bytes();
@@ -131,6 +137,7 @@ pub fn verify(req: &RequestHeader, secret: &[u8], now: u64) -> Result<HopRequest
         },
         format: h(FORMAT_HEADER).ok_or("no format")?.to_owned(),
         no_fallback: req.headers.contains_key(NO_FALLBACK_HEADER),
+        seq: h(SEQ_HEADER).and_then(|v| v.parse().ok()).ok_or("no seq")?,
     };
     mac(secret, node, time, &r).verify_slice(&tag).map_err(|_| "bad mac")?;
     if time.abs_diff(now) > MAX_SKEW {
@@ -157,6 +164,7 @@ mod tests {
             watermark: Some("0123abcd".into()),
             format: "webp".into(),
             no_fallback: true,
+            seq: 7,
         }
     }
 
@@ -186,7 +194,8 @@ mod tests {
         assert_eq!(verify(&up, secret, 1031), Err("stale"));
         assert_eq!(verify(&up, secret, 969), Err("stale"));
         assert_eq!(verify(&up, b"another secret, just as long....", 1000), Err("bad mac"));
-        let tampered: [(&str, Option<&str>); 8] = [
+        let tampered: [(&str, Option<&str>); 9] = [
+            (SEQ_HEADER, Some("8")),
             (TENANT_HEADER, Some("t2")),
             (SOURCE_HEADER, Some("local:other.jpg")),
             (REQUEST_HEADER, Some("/rs:fit:101:0/plain/local:a.jpg")),

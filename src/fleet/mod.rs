@@ -49,6 +49,8 @@ pub struct Fleet {
     connect_timeout: Duration,
     peer_timeout: Duration,
     health_interval: Duration,
+    /// The fleet's purges as this node has seen them; sent with every hop.
+    pub(crate) purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
 }
 
 /// splitmix64's finalizer: every input bit moves every output bit.
@@ -119,7 +121,19 @@ impl Fleet {
             connect_timeout: f.connect_timeout,
             peer_timeout: f.peer_timeout,
             health_interval: f.health_interval,
+            purges: None,
         }
+    }
+
+    /// Sends the last purge this node has seen with every hop.
+    pub fn with_purges(mut self, purges: Option<Arc<crate::fleet_purge::FleetPurge>>) -> Fleet {
+        self.purges = purges;
+        self
+    }
+
+    /// The last fleet purge this node has seen (0 without purges).
+    pub fn seen(&self) -> u64 {
+        self.purges.as_ref().map_or(0, |p| p.seen())
     }
 
     /// This node's name.

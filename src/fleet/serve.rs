@@ -32,11 +32,20 @@ pub struct FleetService {
     cache: Arc<EdgeCache>,
     render_socket: String,
     secret: Vec<u8>,
+    /// The fleet's purges as this node has seen them.
+    purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
 }
 
 impl FleetService {
-    pub fn new(f: &crate::config::Fleet, tenants: Arc<Tenants>, cache: Arc<EdgeCache>, render_socket: String) -> Self {
-        FleetService { node: f.node.clone(), tenants, cache, render_socket, secret: f.secret.as_bytes().to_vec() }
+    pub fn new(
+        f: &crate::config::Fleet,
+        tenants: Arc<Tenants>,
+        cache: Arc<EdgeCache>,
+        render_socket: String,
+        purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
+    ) -> Self {
+        let secret = f.secret.as_bytes().to_vec();
+        FleetService { node: f.node.clone(), tenants, cache, render_socket, secret, purges }
     }
 }
 
@@ -143,7 +152,10 @@ impl ProxyHttp for FleetService {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut HopCtx) -> Result<()> {
-        if ctx.hop.as_ref().is_some_and(|(_, t)| t.cache_enabled) {
+        // a requester that has seen a purge this node has not applied yet: what this cache
+        // holds may be what was purged, so the answer is rendered anew, and not kept here
+        let seen = self.purges.as_ref().map_or(0, |p| p.seen());
+        if ctx.hop.as_ref().is_some_and(|(r, t)| t.cache_enabled && r.seq <= seen) {
             enable_cache(session, &self.cache);
         }
         Ok(())

@@ -284,6 +284,7 @@ fn hop_headers(secret: &str, time: u64, canonical: &str) -> Vec<(String, String)
         watermark: None,
         format: "src".into(),
         no_fallback: false,
+        seq: 0,
     };
     let mut up = pingora::http::RequestHeader::build("GET", b"/render", None).unwrap();
     imgedge::fleet::hop::write_at(&mut up, secret.as_bytes(), "a", time, &r).unwrap();

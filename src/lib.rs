@@ -5,8 +5,7 @@
 //! crate is the server around it: [`edge`] (the public listener: admission, the hit path,
 //! the proxy), [`cache`] (storage tiers, the front of ready hits, generations), [`render`]
 //! (origin fetch and transform on a Unix socket), [`ops`] (health, metrics, purge),
-//! [`fleet`] (owner routing between nodes), [`fleet_purge`] (purges shared by a fleet
-//! through PostgreSQL),
+//! [`fleet`] (several nodes as one origin: owner routing, purges through PostgreSQL),
 //! [`usage`] (metering), [`reqlog`] (the request log), [`answer`] (every error answer), [`tenants`] (the live tenant
 //! set), [`reload`] (signals: config reload, self-started upgrade) and [`server`] (assembly).
 //! README.md § Architecture has the code map.
@@ -17,7 +16,6 @@ pub mod answer;
 pub mod cache;
 pub mod edge;
 pub mod fleet;
-pub mod fleet_purge;
 pub mod metrics;
 pub mod ops;
 pub mod reload;

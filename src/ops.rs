@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::answer::Answer;
 use crate::cache::{self, EdgeCache};
 use crate::config::Usage;
-use crate::fleet_purge::FleetPurge;
+use crate::fleet::purge::FleetPurge;
 use crate::metrics;
 use crate::options;
 use crate::signature;

@@ -139,7 +139,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
 
     // before serving: the fleet's purges (or no start at all without PostgreSQL)
     let fleet_purge = match &config.fleet {
-        Some(f) => Some(crate::fleet_purge::FleetPurge::prepare(f, cache.clone(), &config.cache)?),
+        Some(f) => Some(crate::fleet::purge::FleetPurge::prepare(f, cache.clone(), &config.cache)?),
         None => None,
     };
     let core = Arc::new(EdgeCore::new(tenants.clone(), cache.clone()));
@@ -155,7 +155,7 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service("cache", CacheLifecycle(cache.storage)));
     server.add_service(background_service("usage", usage::Service(usage.clone())));
     if let Some(f) = &fleet_purge {
-        server.add_service(background_service("fleet purge", crate::fleet_purge::Listener(f.clone())));
+        server.add_service(background_service("fleet purge", crate::fleet::purge::Listener(f.clone())));
     }
     if let Some(log) = &config.request_log {
         server.add_service(background_service("request log", reqlog::Service(log.clone())));

@@ -1,7 +1,8 @@
 //! Owner routing between the nodes of a fleet (`fleet:` in the config): every cache key
 //! has one owner among the configured nodes; a node that misses asks the owner over an
 //! authenticated hop ([`hop`]) instead of rendering, so the owner's cache lock makes it
-//! one render fleet-wide. The owner's side is [`serve`]; peers' health is probed here.
+//! one render fleet-wide. The owner's side is [`serve`]; peers' health is probed here;
+//! purges reach every node through PostgreSQL ([`purge`]).
 //!
 //! The owner is chosen by rendezvous (highest-random-weight) hashing rather than
 //! pingora-load-balancing's Ketama ring: it balances keys evenly without virtual nodes,
@@ -11,6 +12,7 @@
 //! front of imgedge routes by our cache key.
 
 pub mod hop;
+pub mod purge;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -50,7 +52,7 @@ pub struct Fleet {
     peer_timeout: Duration,
     health_interval: Duration,
     /// The fleet's purges as this node has seen them; sent with every hop.
-    pub(crate) purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
+    pub(crate) purges: Option<Arc<crate::fleet::purge::FleetPurge>>,
 }
 
 /// splitmix64's finalizer: every input bit moves every output bit.
@@ -126,7 +128,7 @@ impl Fleet {
     }
 
     /// Sends the last purge this node has seen with every hop.
-    pub fn with_purges(mut self, purges: Option<Arc<crate::fleet_purge::FleetPurge>>) -> Fleet {
+    pub fn with_purges(mut self, purges: Option<Arc<crate::fleet::purge::FleetPurge>>) -> Fleet {
         self.purges = purges;
         self
     }

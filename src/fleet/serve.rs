@@ -33,7 +33,7 @@ pub struct FleetService {
     render_socket: String,
     secret: Vec<u8>,
     /// The fleet's purges as this node has seen them.
-    purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
+    purges: Option<Arc<crate::fleet::purge::FleetPurge>>,
 }
 
 impl FleetService {
@@ -42,7 +42,7 @@ impl FleetService {
         tenants: Arc<Tenants>,
         cache: Arc<EdgeCache>,
         render_socket: String,
-        purges: Option<Arc<crate::fleet_purge::FleetPurge>>,
+        purges: Option<Arc<crate::fleet::purge::FleetPurge>>,
     ) -> Self {
         let secret = f.secret.as_bytes().to_vec();
         FleetService { node: f.node.clone(), tenants, cache, render_socket, secret, purges }

@@ -48,6 +48,21 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A loopback port below the ephemeral range, never handed out twice by this process: a
+/// fleet port is bound only once its node starts, and a port from `free_port` could go
+/// to another test's listener in between (a hop would then reach another fleet).
+pub fn fleet_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize % 400) * 25;
+    for _ in 0..2_000 {
+        let port = (base + NEXT.fetch_add(1, Ordering::SeqCst) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// A running imgedge process; killed on drop.
 pub struct Imgedge {
     child: Child,

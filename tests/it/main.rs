@@ -11,6 +11,7 @@ mod clients;
 mod deploy;
 mod edge;
 mod fallback;
+mod fleet;
 mod fleet_purge;
 mod front;
 mod grid;

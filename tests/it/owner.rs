@@ -9,26 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    config_text_with, dims, free_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE,
+    config_text_with, dims, fleet_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE,
 };
 use crate::pg::Pg;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
-
-/// A loopback port below the ephemeral range, never handed out twice by this process: a
-/// fleet port is bound only once its node starts, and a port from `free_port` could go
-/// to another test's listener in between (a hop would then reach another fleet).
-fn fleet_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let base = 20_000 + (std::process::id() as usize % 400) * 25;
-    for _ in 0..2_000 {
-        let port = (base + NEXT.fetch_add(1, Ordering::SeqCst) % 10_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    free_port()
-}
 
 /// Fleet listener ports of the nodes, in [`NAMES`] order.
 pub struct Ports(pub Vec<u16>);

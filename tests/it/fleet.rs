@@ -279,14 +279,16 @@ async fn three_nodes_render_once_survive_a_death_and_purge_everywhere() {
     fleet.nodes[2].restart().await;
     assert_eq!(height(&fleet.nodes[2], &p0).await, 80, "source purged while c was down");
     assert_eq!(height(&fleet.nodes[2], &p1).await, 40, "URL purged while c was down");
-    // a tenant purge on c reaches a and b
-    // (3:2 becomes square)
+    // with the three up, a tenant purge on a reaches b and c within 1 s (3:2 becomes square)
     let p2 = sign("/rs:fit:90:0/plain/p2.jpg@png");
-    assert_eq!(height(&fleet.nodes[0], &p2).await, 60);
+    for n in &fleet.nodes {
+        assert_eq!(height(n, &p2).await, 60);
+    }
     std::fs::copy(images_dir().join("astronaut_512.jpg"), fleet.root.path().join("p2.jpg")).unwrap();
-    fleet.purge(2, "all=1").await;
-    for n in &fleet.nodes[..2] {
-        until_height(n, &p2, 90, Duration::from_secs(1)).await;
+    fleet.purge(0, "all=1").await;
+    for n in &fleet.nodes[1..] {
+        let lag = until_height(n, &p2, 90, Duration::from_secs(1)).await;
+        eprintln!("tenant purge on a reached another node in {lag:?}");
     }
 
     // the ledger holds every request the client made, once: stop every node (final flush)

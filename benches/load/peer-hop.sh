@@ -8,7 +8,7 @@
 # sequential requests with curl, N distinct URLs per kind and round, ROUNDS rounds taking
 # turns; the median over rounds of each round's median and p90 is reported.
 # Each URL is first asked of B, so that B holds it (rendered there, or fetched from A when
-# A owns it); A's first request of it is then a hop when B owns it (x-cache MISS) and a
+# A owns it); A's first request of it is then a hop when B owns it (the hop counter moves) and a
 # local hit otherwise (counted as a hit).
 # usage: [PROFILE=release] benches/load/peer-hop.sh [N=60] [ROUNDS=3]
 set -euo pipefail

@@ -343,7 +343,7 @@ static M: Lazy<Metrics> = Lazy::new(|| {
     // Series whose labels are known in advance exist from the start at 0: a panel shows 0
     // rather than nothing, and `rate()`/`increase()` see the first event.
     let known: [(&IntCounterVec, &[&str]); 10] = [
-        (&fleet_hops, &["ok", "failed", "skipped"]),
+        (&fleet_hops, &["ok", "failed", "skipped", "busy"]),
         (&fleet_served, &["hit", "miss", "stale", "revalidated", "bypass", "refused"]),
         (&origin_errors, &["not_found", "timeout", "too_big", "forbidden", "error"]),
         (&cache_errors, &["open", "read", "decode"]),

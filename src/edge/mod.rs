@@ -378,6 +378,12 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<pingora::Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.hop.busy && ctx.hop.to.take().is_some() {
+            ctx.hop.failed_over = true;
+            metrics::fleet_hop("busy");
+            e.set_retry(true);
+            return e;
+        }
         if ctx.hop.to.is_some() && !ctx.hop.answered {
             // a pooled connection the owner had closed: once, the owner again on a new one
             let timed_out = matches!(e.etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout);
@@ -410,6 +416,12 @@ impl ProxyHttp for Edge {
             let owner = resp.remove_header(hop::OWNER_HEADER);
             if owner.as_ref().map(|v| v.as_bytes()) != Some(fleet.peers[i].name.as_bytes()) {
                 return Err(pingora::Error::explain(ErrorType::InvalidHTTPHeader, "not the owner's answer"));
+            }
+            if resp.status == http::StatusCode::SERVICE_UNAVAILABLE {
+                // the owner's renders are saturated: this node renders instead, as on a node
+                // without a fleet, rather than passing the owner's overload to the client
+                ctx.hop.busy = true;
+                return Err(pingora::Error::explain(ErrorType::HTTPStatus(503), "the owner is busy"));
             }
             ctx.hop.answered = true;
             metrics::fleet_hop("ok");

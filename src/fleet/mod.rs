@@ -85,6 +85,9 @@ pub struct HopState {
     pub failed_over: bool,
     /// A pooled connection to the owner failed and a new one was tried.
     pub reconnected: bool,
+    /// The owner answered 503 (its renders are saturated): it stays up, this request
+    /// renders locally.
+    pub busy: bool,
 }
 
 /// Where a miss goes.

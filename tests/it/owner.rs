@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    config_text_with, dims, fleet_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE,
+    config_text_with, dims, fleet_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE, KEY,
+    SALT,
 };
 use crate::pg::Pg;
 
@@ -390,4 +391,62 @@ async fn a_peer_address_that_is_no_fleet_listener_fails_no_request() {
     assert_eq!(sum(&a, "imgedge_fleet_hops_total", "result=\"failed\"").await, 1.0);
     assert!(sum(&a, "imgedge_fleet_hops_total", "result=\"skipped\"").await > 0.0);
     assert_eq!(sum(&a, "imgedge_renders_total", "").await, 16.0);
+}
+
+#[tokio::test]
+async fn a_busy_owner_makes_the_requester_render_and_stays_up() {
+    // one render at a time per node (render.workers 1, no queue): a stalled source holds
+    // its owner's only slot, so the owner answers any other render 503
+    let pg = Pg::start();
+    let origin = HttpOrigin::start(images_dir()).await;
+    let ports = Ports::new(2);
+    let tenant = format!(
+        "  - id: t1\n    hosts: [img.test]\n    keys: [{{key: \"{KEY}\", salt: \"{SALT}\"}}]\n    origins:\n      \
+         web: {{type: http, base_url: \"http://{}/\", allow_private: true}}\n",
+        origin.addr
+    );
+    let start = |i: usize| {
+        let extra = format!("render:\n  workers: 1\n  queue: 0\n{}", fleet_yaml(&pg, &ports, i, "10s"));
+        let tenant = tenant.clone();
+        Imgedge::start_config(move |dir, edge, ops| config_text_with(dir, edge, ops, &tenant, DEFAULT_CACHE, &extra))
+    };
+    let nodes = [start(0).await, start(1).await];
+    let stalled = nodes[0].edge;
+    let hold = tokio::spawn(async move {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("http://{stalled}{}", sign("/w:50/plain/stall/coffee_600x400.jpg"));
+        let _ = client.get(url).header("host", "img.test").send().await;
+    });
+    // the node whose render holds the stalled source (a, or b when b owns it)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let mut found = None;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.metric("imgedge_renders_in_progress").await >= 1.0 {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "the stalled render never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (owner, other) = (&nodes[busy], &nodes[1 - busy]);
+    let owner_renders = sum(owner, "imgedge_renders_total", "outcome=\"ok\"").await;
+    // every transform asked of the other node is answered: its own keys rendered there,
+    // the busy owner's keys too, after the owner's 503
+    for w in 400..412 {
+        let r = other.get("img.test", &sign(&format!("/w:{w}/plain/coffee_600x400.jpg"))).await;
+        assert_eq!(r.status(), 200, "w:{w}\n{}", other.log());
+        let (_, width, _) = dims(&r.bytes().await.unwrap());
+        assert_eq!(width, w);
+    }
+    assert!(sum(other, "imgedge_fleet_hops_total", "result=\"busy\"").await > 0.0, "some keys are the owner's");
+    assert_eq!(sum(other, "imgedge_fleet_hops_total", "result=\"failed\"").await, 0.0);
+    let name = NAMES[busy];
+    assert_eq!(other.metric(&format!("imgedge_fleet_peer_up{{peer=\"{name}\"}}")).await, 1.0, "busy is not down");
+    let rendered = sum(owner, "imgedge_renders_total", "outcome=\"ok\"").await;
+    assert_eq!(rendered, owner_renders, "the owner rendered none of them");
+    hold.abort();
 }

@@ -164,3 +164,45 @@ async fn grid_source_limits_hold() {
     assert_eq!(row.credits_milli, 9 * 500 + 2 * 500, "{row:?}");
     assert_eq!((row.unique_transforms, row.renders), (2, 2), "{row:?}");
 }
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_grid_url_is_served_until_it_expires_and_404_after_even_when_cached() {
+    let root = root();
+    let s = Imgedge::start(&tenant(root.path())).await;
+    let sources = ["tiny.png", "smart.jpg"];
+    // expired: refused before any fetch, never cached
+    let r = s.get(HOST, &grid_url(&format!("grid:2:60:60/exp:{}", now() - 1), &sources)).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.text().await.unwrap().trim(), "URL expired");
+
+    // live for 2 s: served (misses, then hits of both hit paths), a CDN may keep it no longer
+    // than it lives, and from its expiry on it is 404 although the answer is still cached
+    let exp = now() + 2;
+    let url = grid_url(&format!("grid:2:60:60/f:png/exp:{exp}"), &sources);
+    let mut served = 0;
+    while now() < exp && served < 100 {
+        let r = s.get(HOST, &url).await;
+        assert_eq!(r.status(), 200);
+        let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
+        let max_age: u64 = cc.split(',').find_map(|d| d.trim().strip_prefix("max-age=")).unwrap().parse().unwrap();
+        assert!(max_age <= 2 && !cc.contains("immutable"), "{cc}");
+        assert_eq!(dims(&r.bytes().await.unwrap()).1, 120, "two 60 px cells");
+        served += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served >= 3, "served before it expired");
+    while now() < exp {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let r = s.get(HOST, &url).await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.text().await.unwrap().trim(), "URL expired");
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{config_text_with, dims, fleet_port, images_dir, local_tenant_at, sign, Imgedge, S3Server};
+use crate::harness::{config_text_with, dims, images_dir, local_tenant_at, reserved_port, sign, Imgedge, S3Server};
 use crate::harness::{S3_ACCESS_KEY, S3_SECRET_KEY};
 use crate::pg::Pg;
 
@@ -93,7 +93,7 @@ impl Fleet {
             std::fs::copy(images_dir().join(file), root.path().join(name)).unwrap();
         }
         let shared = Arc::new(Shared {
-            fleet_ports: NAMES.iter().map(|_| fleet_port()).collect(),
+            fleet_ports: NAMES.iter().map(|_| reserved_port()).collect(),
             root: root.path().to_owned(),
             s3: s3.endpoint.clone(),
             pg: pg.url(),

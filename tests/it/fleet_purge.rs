@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    bin, config_text_with, dims, fleet_port, free_port, images_dir, local_tenant_at, sign, Imgedge, S3Server,
+    bin, config_text_with, dims, free_port, images_dir, local_tenant_at, reserved_port, sign, Imgedge, S3Server,
     S3_ACCESS_KEY, S3_SECRET_KEY,
 };
 use crate::pg::Pg;
@@ -27,7 +27,7 @@ pub struct Peers(BTreeMap<String, u16>);
 
 impl Peers {
     pub fn new(names: &[&str]) -> Peers {
-        Peers(names.iter().map(|n| ((*n).to_owned(), fleet_port())).collect())
+        Peers(names.iter().map(|n| ((*n).to_owned(), reserved_port())).collect())
     }
 
     /// The `fleet:` section of node `node`, plus the admin token.

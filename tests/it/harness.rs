@@ -48,10 +48,11 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A loopback port below the ephemeral range, never handed out twice by this process: a
-/// fleet port is bound only once its node starts, and a port from `free_port` could go
-/// to another test's listener in between (a hop would then reach another fleet).
-pub fn fleet_port() -> u16 {
+/// A loopback port below the ephemeral range, never handed out twice by this process, for
+/// a listener bound a while after its port is chosen (a fleet listener once its node
+/// starts, PostgreSQL after `initdb`): a port from `free_port` could go to another test's
+/// listener in between (a hop would reach another fleet, a server would fail to start).
+pub fn reserved_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let base = 20_000 + (std::process::id() as usize % 400) * 25;
     for _ in 0..2_000 {

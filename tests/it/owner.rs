@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    config_text_with, dims, fleet_port, images_dir, local_tenant_at, sign, HttpOrigin, Imgedge, DEFAULT_CACHE, KEY,
+    config_text_with, dims, images_dir, local_tenant_at, reserved_port, sign, HttpOrigin, Imgedge, DEFAULT_CACHE, KEY,
     SALT,
 };
 use crate::pg::Pg;
@@ -21,7 +21,7 @@ pub struct Ports(pub Vec<u16>);
 
 impl Ports {
     pub fn new(n: usize) -> Ports {
-        Ports((0..n).map(|_| fleet_port()).collect())
+        Ports((0..n).map(|_| reserved_port()).collect())
     }
 
     /// This fleet's own secret: no other test's fleet verifies its hops.
@@ -379,7 +379,7 @@ async fn a_peer_address_that_is_no_fleet_listener_fails_no_request() {
     // b's address is a plain HTTP server: it answers hops, but not as b's fleet listener
     let pg = Pg::start();
     let impostor = HttpOrigin::start(images_dir()).await;
-    let ports = Ports(vec![fleet_port(), impostor.addr.port()]);
+    let ports = Ports(vec![reserved_port(), impostor.addr.port()]);
     let a = start_node(&pg, &ports, 0, &images_dir(), "10s").await;
     for w in 300..316 {
         let r = a.get("img.test", &sign(&format!("/w:{w}/plain/coffee_600x400.jpg"))).await;

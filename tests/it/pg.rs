@@ -9,7 +9,7 @@ use std::process::Command;
 use imgedge::usage::pg::PgSink;
 use imgedge::usage::Totals;
 
-use crate::harness::free_port;
+use crate::harness::reserved_port;
 
 pub struct Pg {
     dir: tempfile::TempDir,
@@ -63,7 +63,7 @@ impl Pg {
         if let Some(user) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(id(&["-u", user])), Some(id(&["-g", user]))).unwrap();
         }
-        let pg = Pg { dir, bin: bindir(), run_as, port: free_port() };
+        let pg = Pg { dir, bin: bindir(), run_as, port: reserved_port() };
         let mut c = pg.cmd("initdb");
         c.arg("-D").arg(pg.data()).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
         run(c, "initdb");
@@ -100,7 +100,9 @@ impl Pg {
         let mut c = self.cmd("pg_ctl");
         c.arg("-D").arg(self.data()).arg("-l").arg(self.dir.path().join("pg.log"));
         c.args(["-w", "-t", "30", "-o", &opts, "start"]);
-        run(c, "pg_ctl start");
+        let out = c.output().unwrap_or_else(|e| panic!("pg_ctl start: {e}"));
+        // the server's own log says why it did not start (a port taken, a full disk)
+        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", out.status, self.log());
     }
 
     /// Stops the server (fast shutdown: connections are cut), waiting ≤ 30 s.

@@ -564,8 +564,8 @@ mod tests {
         assert!(Object::decode(&mut corrupt.as_slice()).is_err());
     }
 
-    #[tokio::test]
-    async fn storage_lookup_fills_the_front_and_writes_empty_it() {
+    /// An 8 MiB memory-only storage, for the life of the test process.
+    fn memory_only() -> &'static HybridStorage {
         let settings = config::Cache {
             memory_bytes: 8 << 20,
             disk: None,
@@ -573,7 +573,12 @@ mod tests {
             lock_timeout: std::time::Duration::from_secs(1),
             shared: None,
         };
-        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
+        Box::leak(Box::new(HybridStorage::new(settings)))
+    }
+
+    #[tokio::test]
+    async fn storage_lookup_fills_the_front_and_writes_empty_it() {
+        let storage = memory_only();
         let k = key("t", crate::cache::Generation::default(), "/plain/a.jpg", "webp");
         let m = meta(60, true);
         let (m0, m1) = m.serialize().unwrap();
@@ -593,14 +598,7 @@ mod tests {
 
     #[tokio::test]
     async fn held_keys_miss_until_removed_and_a_new_answer_releases_one() {
-        let settings = config::Cache {
-            memory_bytes: 8 << 20,
-            disk: None,
-            max_object_bytes: 1 << 20,
-            lock_timeout: std::time::Duration::from_secs(1),
-            shared: None,
-        };
-        let storage: &'static HybridStorage = Box::leak(Box::new(HybridStorage::new(settings)));
+        let storage = memory_only();
         let (m0, m1) = meta(60, true).serialize().unwrap();
         let obj = Object { meta0: Bytes::from(m0), meta1: Bytes::from(m1), body: Bytes::from_static(b"old") };
         let trace = pingora_cache::trace::Span::inactive().handle();

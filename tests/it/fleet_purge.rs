@@ -115,12 +115,9 @@ async fn until_applied(s: &Imgedge, seq: u64, bound: Duration) -> Duration {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-#[tokio::test]
-async fn a_url_purge_on_one_node_reaches_the_other_within_a_second() {
+/// PostgreSQL, an origin directory holding `pic.jpg` (the coffee photo), and nodes a and
+/// b of one fleet on it, b listening for purges.
+async fn two_nodes() -> (Pg, tempfile::TempDir, Imgedge, Imgedge) {
     let pg = Pg::start();
     let origin = tempfile::tempdir().unwrap();
     put(origin.path(), "coffee_600x400.jpg");
@@ -128,6 +125,16 @@ async fn a_url_purge_on_one_node_reaches_the_other_within_a_second() {
     let a = node(&peers, "a", &pg, origin.path()).await;
     let b = node(&peers, "b", &pg, origin.path()).await;
     assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0, "{}", b.log());
+    (pg, origin, a, b)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+async fn a_url_purge_on_one_node_reaches_the_other_within_a_second() {
+    let (_pg, origin, a, b) = two_nodes().await;
 
     let path = sign(&format!("/{FIT}/plain/pic.jpg"));
     let mut lags = Vec::new();
@@ -252,13 +259,7 @@ async fn a_node_down_during_purges_never_serves_what_they_removed() {
 
 #[tokio::test]
 async fn a_lost_listening_connection_recovers_and_applies_what_it_missed() {
-    let pg = Pg::start();
-    let origin = tempfile::tempdir().unwrap();
-    put(origin.path(), "coffee_600x400.jpg");
-    let peers = Peers::new(&["a", "b"]);
-    let a = node(&peers, "a", &pg, origin.path()).await;
-    let b = node(&peers, "b", &pg, origin.path()).await;
-    assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0, "{}", b.log());
+    let (pg, origin, a, b) = two_nodes().await;
     let path = sign(&format!("/{FIT}/plain/pic.jpg"));
     b.fill(HOST, &path).await;
     put(origin.path(), "astronaut_512.jpg");
@@ -326,13 +327,7 @@ async fn without_postgresql_a_fleet_node_refuses_to_start() {
 
 #[tokio::test]
 async fn a_bad_row_and_a_postgresql_restart_are_survived() {
-    let pg = Pg::start();
-    let origin = tempfile::tempdir().unwrap();
-    put(origin.path(), "coffee_600x400.jpg");
-    let peers = Peers::new(&["a", "b"]);
-    let a = node(&peers, "a", &pg, origin.path()).await;
-    let b = node(&peers, "b", &pg, origin.path()).await;
-    assert_eq!(b.metric_settled("imgedge_fleet_purge_listener_up", 1.0).await, 1.0, "{}", b.log());
+    let (pg, origin, a, b) = two_nodes().await;
     let path = sign(&format!("/{FIT}/plain/pic.jpg"));
 
     // a row no node wrote: a key of 1 byte, then a purge after it
